@@ -1,0 +1,158 @@
+"""Speed: llama-bench throughput, and the machine's memory read bandwidth.
+
+Text generation on a CPU is bound by memory: every new token reads (nearly) every
+weight once. ``bytes_per_token`` estimates that traffic from the GGUF tensors and
+``memory_bandwidth`` measures how fast this machine can read memory, so a variant's
+generation speed can be placed against the physical limit (a roofline).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .build import BuildInfo, current_build
+from .errors import UserError
+from .models import ResolvedModel
+from .paths import cache_dir
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """llama-bench's result for one model: mean and standard deviation over repetitions."""
+
+    model_sha256: str
+    pp_tps: float
+    pp_sd: float
+    tg_tps: float
+    tg_sd: float
+    n_prompt: int
+    n_gen: int
+    repetitions: int
+    threads: int
+    pp_samples: list[float]
+    tg_samples: list[float]
+    measured_at: str
+
+
+def llama_bench(
+    model: ResolvedModel,
+    threads: int,
+    repetitions: int = 10,
+    n_prompt: int = 512,
+    n_gen: int = 128,
+    build: BuildInfo | None = None,
+    use_cache: bool = True,
+) -> Throughput:
+    """Prompt processing and generation tokens/s from ``llama-bench -o json``.
+
+    Cached by model hash, build and every setting, so an unchanged rerun of the book
+    reuses the measurement and a changed setting measures again.
+    """
+    build = build or current_build()
+    key = f"{model.sha256[:16]}-{build.key}-t{threads}-r{repetitions}-p{n_prompt}-n{n_gen}"
+    cached = cache_dir("bench") / f"{key}.json"
+    if use_cache and cached.exists():
+        return Throughput(**json.loads(cached.read_text()))
+    cmd = [str(build.tool("llama-bench")), "-m", str(model.path), "-r", str(repetitions), "-t", str(threads),
+           "-p", str(n_prompt), "-n", str(n_gen), "-o", "json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(
+            f"llama-bench failed on {model.path.name} (exit {proc.returncode}): " + proc.stderr.strip().splitlines()[-1]
+        )
+    rows = json.loads(proc.stdout)
+    pp = next(r for r in rows if r["n_prompt"] == n_prompt and r["n_gen"] == 0)
+    tg = next(r for r in rows if r["n_gen"] == n_gen and r["n_prompt"] == 0)
+    result = Throughput(
+        model_sha256=model.sha256,
+        pp_tps=pp["avg_ts"],
+        pp_sd=pp["stddev_ts"],
+        tg_tps=tg["avg_ts"],
+        tg_sd=tg["stddev_ts"],
+        n_prompt=n_prompt,
+        n_gen=n_gen,
+        repetitions=repetitions,
+        threads=threads,
+        pp_samples=list(pp["samples_ts"]),
+        tg_samples=list(tg["samples_ts"]),
+        measured_at=tg["test_time"],
+    )
+    cached.write_text(json.dumps(asdict(result)))
+    return result
+
+
+def bytes_per_token(path: Path) -> int:
+    """Bytes of weights read to generate one token.
+
+    Every weight matrix is read once per token. The token-embedding table is the
+    exception when the model has a separate output matrix: then only one of its rows
+    is read. When the embeddings are tied to the output, the whole table is read.
+    """
+    from gguf import GGUFReader
+
+    tensors = GGUFReader(path).tensors
+    names = {t.name for t in tensors}
+    tied = "output.weight" not in names
+    return sum(int(t.n_bytes) for t in tensors if tied or t.name != "token_embd.weight")
+
+
+_MEMBW_C = textwrap.dedent(
+    r"""
+    // Memory read bandwidth: threads sum disjoint slices of a buffer much larger than the caches.
+    #include <stdio.h>
+    #include <stdlib.h>
+    #include <stdint.h>
+    #include <omp.h>
+    int main(int argc, char **argv) {
+        size_t bytes = (size_t)atol(argv[1]) << 20; int reps = atoi(argv[2]); int threads = atoi(argv[3]);
+        size_t n = bytes / sizeof(uint64_t);
+        uint64_t *a = aligned_alloc(64, n * sizeof(uint64_t));
+        #pragma omp parallel for num_threads(threads)
+        for (size_t i = 0; i < n; i++) a[i] = i;
+        double best = 0; uint64_t sink = 0;
+        for (int r = 0; r < reps; r++) {
+            double t0 = omp_get_wtime(); uint64_t s = 0;
+            #pragma omp parallel for num_threads(threads) reduction(+:s)
+            for (size_t i = 0; i < n; i += 8)
+                s += a[i] ^ a[i+1] ^ a[i+2] ^ a[i+3] ^ a[i+4] ^ a[i+5] ^ a[i+6] ^ a[i+7];
+            double dt = omp_get_wtime() - t0; sink += s;
+            double gbs = bytes / dt / 1e9; if (gbs > best) best = gbs;
+            printf("rep %d %.3f GB/s\n", r, gbs);
+        }
+        printf("best %.3f GB/s (sink %llu)\n", best, (unsigned long long)(sink & 1));
+        return 0;
+    }
+    """
+)
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    best_gbs: float
+    samples_gbs: list[float]
+    buffer_mib: int
+    threads: int
+
+
+def memory_bandwidth(threads: int, buffer_mib: int = 1024, repetitions: int = 10) -> Bandwidth:
+    """Measure the machine's memory read bandwidth (best of ``repetitions``), in GB/s."""
+    exe = cache_dir("bench") / "membw"
+    if not exe.exists():
+        src = exe.with_suffix(".c")
+        src.write_text(_MEMBW_C)
+        proc = subprocess.run(
+            ["cc", "-O3", "-march=native", "-fopenmp", str(src), "-o", str(exe)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise UserError("Could not compile the bandwidth benchmark: " + proc.stderr.strip().splitlines()[-1])
+    time.sleep(0.1)
+    proc = subprocess.run(
+        [str(exe), str(buffer_mib), str(repetitions), str(threads)], capture_output=True, text=True, check=True
+    )
+    samples = [float(line.split()[2]) for line in proc.stdout.splitlines() if line.startswith("rep ")]
+    return Bandwidth(best_gbs=max(samples), samples_gbs=samples, buffer_mib=buffer_mib, threads=threads)

@@ -1,0 +1,477 @@
+"""Quality of a quantized variant against its reference: perplexity and KL divergence.
+
+The logits of the reference and of each variant are computed through the Python
+binding of the local build, prompt by prompt, and compared while they are in
+memory: per scored position we keep the two negative log-likelihoods, the KL
+divergence and whether both models rank the same top token. No tokens x vocabulary
+file of base logits is ever written (llama-perplexity's ``--kl-divergence-base``
+file holds about 2 bytes x vocabulary per token).
+
+Definitions, as in the case study (per prompt *i*, over its positions):
+
+* ``PPL_i = exp(mean NLL)``; Avg PPL ratio = mean_i PPL_i(Q) / PPL_i(base);
+* ``Corr(ln PPL(Q), ln PPL(base))`` across prompts;
+* KL divergence per position ``sum_v p_base(v) (ln p_base(v) - ln p_Q(v))``,
+  summarised by mean (with standard error), median and 99th percentile;
+* same top token: share of positions where both argmax tokens agree.
+
+``evaluate_windows`` scores a text the way llama-perplexity does (chunks of
+``n_ctx`` tokens, BOS first, only the second half of each chunk scored) so the two
+can be compared on the same tokens; ``run_llama_perplexity`` runs the tool itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .build import BuildInfo, current_build, use_build_for_binding
+from .errors import UserError
+from .models import ResolvedModel
+from .paths import cache_dir
+
+EVALUATOR_VERSION = "1"  # bump when the numbers this module produces would change
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float32, stable against large logits."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True, dtype=np.float64)).astype(np.float32)
+
+
+@dataclass
+class TokenStats:
+    """Per scored position: NLL under each model, KL(base || Q), same top token."""
+
+    nll_base: np.ndarray
+    nll_q: np.ndarray
+    kld: np.ndarray
+    same_top: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: Sequence[TokenStats]) -> TokenStats:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("nll_base", "nll_q", "kld", "same_top")))
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, nll_base=self.nll_base, nll_q=self.nll_q, kld=self.kld, same_top=self.same_top)
+        tmp.replace(path)  # complete or absent: an interrupt never leaves half a result
+
+    @classmethod
+    def load(cls, path: Path) -> TokenStats:
+        with np.load(path) as d:
+            return cls(d["nll_base"], d["nll_q"], d["kld"], d["same_top"])
+
+
+def token_stats(
+    base_logits: np.ndarray, q_logits: np.ndarray, targets: np.ndarray, base_logprobs: np.ndarray | None = None
+) -> TokenStats:
+    """Compare two models' logits at the same positions; ``targets`` are the next tokens.
+
+    ``base_logprobs`` (the reference's log-softmax) may be passed in when one
+    reference is compared with several variants, so it is computed once.
+    """
+    if base_logits.shape != q_logits.shape:
+        raise UserError(
+            f"The reference and the variant have different vocabularies ({base_logits.shape[-1]} vs {q_logits.shape[-1]}); "
+            "compare variants of the same model only."
+        )
+    lp_b = log_softmax(base_logits) if base_logprobs is None else base_logprobs
+    lp_q = log_softmax(q_logits)
+    rows = np.arange(len(targets))
+    kld = (np.exp(lp_b) * (lp_b - lp_q)).sum(axis=-1, dtype=np.float64)
+    return TokenStats(
+        nll_base=-lp_b[rows, targets].astype(np.float64),
+        nll_q=-lp_q[rows, targets].astype(np.float64),
+        kld=np.maximum(kld, 0.0),  # exact KL is >= 0; tiny negatives are float rounding
+        same_top=base_logits.argmax(-1) == q_logits.argmax(-1),
+    )
+
+
+def summarize(per_prompt: Sequence[TokenStats]) -> dict:
+    """The study's quality metrics for one variant, from its per-prompt token statistics."""
+    ppl_q = np.array([np.exp(s.nll_q.mean()) for s in per_prompt])
+    ppl_b = np.array([np.exp(s.nll_base.mean()) for s in per_prompt])
+    ratio = ppl_q / ppl_b
+    n = len(per_prompt)
+    allt = TokenStats.concat(per_prompt)
+    corr = float(np.corrcoef(np.log(ppl_q), np.log(ppl_b))[0, 1]) if n > 2 and np.std(ppl_q) > 0 else float("nan")
+    return {
+        "n_prompts": n,
+        "n_tokens": int(allt.kld.size),
+        "ppl": float(np.exp(allt.nll_q.mean())),
+        "ppl_base": float(np.exp(allt.nll_base.mean())),
+        "ppl_ratio_pct": float(100 * (ratio.mean() - 1)),
+        "ppl_ratio_se": float(100 * ratio.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+        "ln_ppl_corr_pct": 100 * corr,
+        "kld_mean": float(allt.kld.mean()),
+        "kld_se": float(allt.kld.std(ddof=1) / np.sqrt(allt.kld.size)) if allt.kld.size > 1 else float("nan"),
+        "kld_median": float(np.median(allt.kld)),
+        "kld_p99": float(np.percentile(allt.kld, 99)),
+        "same_top_pct": float(100 * allt.same_top.mean()),
+    }
+
+
+def token_level_summary(stats: TokenStats) -> dict:
+    """The statistics llama-perplexity prints, computed over scored tokens."""
+    return {
+        "n_tokens": int(stats.kld.size),
+        "ppl_q": float(np.exp(stats.nll_q.mean())),
+        "ppl_base": float(np.exp(stats.nll_base.mean())),
+        "ln_ppl_ratio": float(stats.nll_q.mean() - stats.nll_base.mean()),
+        "ln_ppl_corr_pct": float(100 * np.corrcoef(stats.nll_q, stats.nll_base)[0, 1]),
+        "kld_mean": float(stats.kld.mean()),
+        "kld_median": float(np.median(stats.kld)),
+        "kld_p99": float(np.percentile(stats.kld, 99)),
+        "same_top_pct": float(100 * stats.same_top.mean()),
+    }
+
+
+# --------------------------------------------------------------------------- logits
+
+
+class LogitsModel:
+    """A model loaded through the binding of the local build, returning logits.
+
+    Uses the binding's low-level API: one decode per sequence, asking for logits only
+    at the positions that are scored (as llama-perplexity does), copied once.
+    """
+
+    def __init__(self, model: ResolvedModel, n_ctx: int, threads: int, build: BuildInfo | None = None) -> None:
+        use_build_for_binding(build)
+        import llama_cpp
+        from llama_cpp import Llama
+
+        self._lc = llama_cpp
+        self.model = model
+        self.n_ctx = n_ctx
+        self.llm = Llama(
+            model_path=str(model.path),
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            n_ubatch=min(n_ctx, 512),
+            n_threads=threads,
+            n_threads_batch=threads,
+            flash_attn=True,  # as llama-perplexity's "auto" picks on CPU; same numbers, faster
+            verbose=False,
+        )
+        vocab = self.llm._model.vocab
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+        self.bos = int(llama_cpp.llama_vocab_bos(vocab))
+
+    def tokenize(self, text: str) -> np.ndarray:
+        return np.array(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False), dtype=np.int32)
+
+    def logits(self, tokens: Sequence[int], first: int = 0, last: int | None = None) -> np.ndarray:
+        """Logits at positions ``first``..``last - 1`` of ``tokens``, decoded as a fresh sequence."""
+        n = len(tokens)
+        last = n if last is None else last
+        if n > self.n_ctx:
+            raise UserError(f"{n} tokens do not fit the context of {self.n_ctx}; raise n_ctx.")
+        lc, ctx, batch = self._lc, self.llm._ctx.ctx, self.llm._batch.batch
+        lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        batch.n_tokens = n
+        for i, t in enumerate(tokens):
+            batch.token[i] = int(t)
+            batch.pos[i] = i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = first <= i < last
+        if lc.llama_decode(ctx, batch) != 0:
+            raise UserError(f"llama_decode failed on {self.model.path.name} for a sequence of {n} tokens.")
+        rows = last - first
+        out = np.ctypeslib.as_array(lc.llama_get_logits(ctx), shape=(rows * self.n_vocab,))
+        return out.reshape(rows, self.n_vocab).copy()
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+# --------------------------------------------------------------------------- per prompt
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+@dataclass
+class PromptEvaluation:
+    """Results of :func:`evaluate_prompts`: per variant label, the per-prompt statistics."""
+
+    per_prompt: dict[str, list[TokenStats]]
+    seconds: dict[str, float] = field(default_factory=dict)
+    computed: dict[str, int] = field(default_factory=dict)  # prompts computed now (not from cache)
+    n_ctx: int = 0
+
+    def summary(self, label: str) -> dict:
+        return summarize(self.per_prompt[label])
+
+
+def evaluate_prompts(
+    reference: ResolvedModel,
+    variants: Iterable[ResolvedModel],
+    prompts: Sequence[str],
+    threads: int,
+    build: BuildInfo | None = None,
+    progress: bool = True,
+) -> PromptEvaluation:
+    """Score every prompt under the reference and each variant, in lockstep.
+
+    For each prompt the reference's logits are computed once and compared with
+    each variant's while both are in memory. Each (variant, prompt) result is
+    cached by content (model hashes, prompt text, build, evaluator version), so
+    an interrupted run resumes and a new variant costs only its own passes plus
+    the reference passes it needs.
+    """
+    from tqdm.auto import tqdm
+
+    build = build or current_build()
+    variants = list(variants)
+    if not prompts:
+        raise UserError("There are no prompts to evaluate; build the corpus first (python -m localllms prompts).")
+    store = cache_dir("eval", "prompts")
+    loaded: dict[str, LogitsModel] = {}
+
+    def model_for(m: ResolvedModel, n_ctx: int) -> LogitsModel:
+        lm = loaded.get(m.sha256)
+        if lm is None or lm.n_ctx < n_ctx:
+            if lm is not None:
+                lm.close()
+            lm = loaded[m.sha256] = LogitsModel(m, n_ctx, threads, build)
+        return lm
+
+    # Tokenise once with the reference (variants share its vocabulary) to size the context.
+    tok = model_for(reference, 512)
+    token_lists = [tok.tokenize(p) for p in prompts]
+    n_ctx = max(512, int(2 ** np.ceil(np.log2(max(len(t) for t in token_lists)))))
+    if n_ctx > reference.info.context_length > 0:
+        raise UserError(
+            f"A prompt has more tokens than the model's context ({reference.info.context_length}); lower MAX_PROMPT_LENGTH."
+        )
+
+    labels = [v.display for v in variants]
+    result = PromptEvaluation(
+        {lab: [] for lab in labels}, {lab: 0.0 for lab in labels}, {lab: 0 for lab in labels}, n_ctx
+    )
+    keys = {
+        lab: [_digest(EVALUATOR_VERSION, build.key, reference.sha256, v.sha256, p) for p in prompts]
+        for lab, v in zip(labels, variants, strict=True)
+    }
+    bar = tqdm(total=len(prompts) * len(variants), desc="evaluate", unit="pass", disable=not progress)
+    try:
+        for i, tokens in enumerate(token_lists):
+            targets = tokens[1:]
+            base_logits = base_lp = None
+            for lab, v in zip(labels, variants, strict=True):
+                path = store / f"{keys[lab][i]}.npz"
+                if path.exists():
+                    result.per_prompt[lab].append(TokenStats.load(path))
+                    bar.update()
+                    continue
+                if base_logits is None:
+                    base_logits = model_for(reference, n_ctx).logits(tokens, 0, len(tokens) - 1)
+                    base_lp = log_softmax(base_logits)
+                started = time.perf_counter()
+                if v.sha256 == reference.sha256:
+                    q_logits = base_logits
+                else:
+                    q_logits = model_for(v, n_ctx).logits(tokens, 0, len(tokens) - 1)
+                stats = token_stats(base_logits, q_logits, targets, base_lp)
+                result.seconds[lab] += time.perf_counter() - started
+                result.computed[lab] += 1
+                stats.save(path)
+                result.per_prompt[lab].append(stats)
+                bar.update()
+    finally:
+        bar.close()
+        for lm in loaded.values():
+            lm.close()
+    return result
+
+
+# --------------------------------------------------------------------------- llama-perplexity's way
+
+
+def windows(tokens: np.ndarray, n_ctx: int, bos: int | None) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """llama-perplexity's chunking: whole chunks of n_ctx tokens, BOS first, second half scored.
+
+    Returns, per chunk, the tokens to evaluate, the target tokens and the first scored
+    logit row.
+    """
+    first = n_ctx // 2
+    out = []
+    for c in range(len(tokens) // n_ctx):
+        chunk = tokens[c * n_ctx : (c + 1) * n_ctx].copy()
+        targets = chunk[first + 1 :].copy()
+        if bos is not None:
+            chunk[0] = bos
+        out.append((chunk, targets, first))
+    return out
+
+
+def evaluate_windows(
+    reference: ResolvedModel,
+    variant: ResolvedModel,
+    text: str,
+    n_ctx: int,
+    threads: int,
+    build: BuildInfo | None = None,
+    max_chunks: int | None = None,
+) -> tuple[TokenStats, float]:
+    """Score ``text`` in llama-perplexity's chunks; return the statistics and the seconds spent."""
+    base = LogitsModel(reference, n_ctx, threads, build)
+    var = base if variant.sha256 == reference.sha256 else LogitsModel(variant, n_ctx, threads, build)
+    try:
+        tokens = base.tokenize(text)
+        chunks = windows(tokens, n_ctx, base.bos if base.add_bos else None)[:max_chunks]
+        if not chunks:
+            raise UserError(f"The text has {len(tokens)} tokens, fewer than one context of {n_ctx}; use more prompts.")
+        parts = []
+        started = time.perf_counter()
+        for chunk, targets, first in chunks:
+            b = base.logits(chunk, first, n_ctx - 1)
+            q = b if var is base else var.logits(chunk, first, n_ctx - 1)
+            parts.append(token_stats(b, q, targets))
+        seconds = time.perf_counter() - started
+    finally:
+        base.close()
+        if var is not base:
+            var.close()
+    return TokenStats.concat(parts), seconds
+
+
+@dataclass
+class PerplexityToolResult:
+    """What llama-perplexity printed, parsed, plus the size of its base-logits file."""
+
+    ppl_q: float
+    ppl_base: float
+    ln_ppl_ratio: float
+    ln_ppl_corr_pct: float
+    kld_mean: float
+    kld_median: float
+    kld_p99: float
+    same_top_pct: float
+    n_chunks: int
+    base_logits_bytes: int
+    seconds_base: float
+    seconds_variant: float
+    command: str
+
+
+# How closely our evaluator must reproduce llama-perplexity on the same tokens. Our
+# numbers use exact base log-probabilities; the tool stores the base as 16-bit
+# quantized log-probs and drops base probabilities below e^-16 from the KL sum, so
+# base-side figures differ by that quantization, variant-side ones not at all.
+CROSSCHECK_TOLERANCE = {
+    "ppl_q": ("rel", 1e-3),
+    "ppl_base": ("rel", 2e-3),
+    "ln_ppl_ratio": ("abs", 3e-3),
+    "ln_ppl_corr_pct": ("abs", 0.2),
+    "kld_mean": ("rel", 0.01),
+    "kld_median": ("rel", 0.02),
+    "kld_p99": ("rel", 0.02),
+    "same_top_pct": ("abs", 0.3),
+}
+
+
+def compare_with_tool(ours: dict, tool: PerplexityToolResult) -> list[dict]:
+    """Side-by-side rows of our token-level summary and llama-perplexity's, with the verdict."""
+    rows = []
+    for name, (kind, tol) in CROSSCHECK_TOLERANCE.items():
+        a, b = float(ours[name]), float(getattr(tool, name))
+        diff = abs(a - b) if kind == "abs" else abs(a - b) / max(abs(b), 1e-12)
+        rows.append(
+            {
+                "metric": name,
+                "ours": a,
+                "llama-perplexity": b,
+                "difference": diff,
+                "kind": kind,
+                "tolerance": tol,
+                "within": diff <= tol,
+            }
+        )
+    return rows
+
+
+_NUM = r"(-?[\d.]+(?:e[-+]?\d+)?)"
+
+
+def _grab(pattern: str, text: str) -> float:
+    m = re.search(pattern + r"\s*:\s*" + _NUM, text)
+    if not m:
+        raise UserError(f"llama-perplexity's output has no '{pattern}' line; see its log above.")
+    return float(m.group(1))
+
+
+def run_llama_perplexity(
+    reference: ResolvedModel,
+    variant: ResolvedModel,
+    text_file: Path,
+    n_ctx: int,
+    threads: int,
+    workdir: Path,
+    build: BuildInfo | None = None,
+    max_chunks: int | None = None,
+) -> PerplexityToolResult:
+    """llama-perplexity --kl-divergence-base on the reference, then --kl-divergence on the variant."""
+    build = build or current_build()
+    tool = str(build.tool("llama-perplexity"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    base_file = workdir / f"{reference.sha256[:12]}-{n_ctx}.kld"
+    common = [
+        "-f",
+        str(text_file),
+        "-c",
+        str(n_ctx),
+        "-b",
+        str(n_ctx),
+        "-t",
+        str(threads),
+        "--kl-divergence-base",
+        str(base_file),
+    ]
+    if max_chunks:
+        common += ["--chunks", str(max_chunks)]
+
+    def run(args: list[str]) -> tuple[str, float]:
+        started = time.perf_counter()
+        proc = subprocess.run([tool, *args], capture_output=True, text=True)
+        out = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            raise UserError(f"llama-perplexity failed (exit {proc.returncode}):\n" + "\n".join(out.splitlines()[-10:]))
+        return out, time.perf_counter() - started
+
+    _, t_base = run(["-m", str(reference.path), *common])
+    out, t_var = run(["-m", str(variant.path), *common, "--kl-divergence"])
+    chunks = re.findall(r"^\s*(\d+)\s+[\d.]+\s+±", out, re.M)
+    result = PerplexityToolResult(
+        ppl_q=_grab(r"Mean PPL\(Q\)", out),
+        ppl_base=_grab(r"Mean PPL\(base\)", out),
+        ln_ppl_ratio=_grab(r"Mean ln\(PPL\(Q\)/PPL\(base\)\)", out),
+        ln_ppl_corr_pct=_grab(r"Cor\(ln\(PPL\(Q\)\), ln\(PPL\(base\)\)\)", out),
+        kld_mean=_grab(r"Mean\s+KLD", out),
+        kld_median=_grab(r"Median\s+KLD", out),
+        kld_p99=_grab(r"99\.0%\s+KLD", out),
+        same_top_pct=_grab(r"Same top p", out),
+        n_chunks=int(chunks[-1]) if chunks else 0,
+        base_logits_bytes=base_file.stat().st_size,
+        seconds_base=t_base,
+        seconds_variant=t_var,
+        command=" ".join([Path(tool).name, "-m", variant.path.name, *common, "--kl-divergence"]),
+    )
+    base_file.unlink()  # measured; not kept (it is the file our evaluator avoids)
+    return result

@@ -1,0 +1,163 @@
+"""Quality metrics: checked against an independent computation, against llama-perplexity, and for resuming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from localllms import evaluate, report
+from localllms.corpus import build_prompts
+from localllms.errors import UserError
+from localllms.quantize import quantize
+
+
+@pytest.fixture(scope="module")
+def q2k(reference, build):
+    return quantize(reference, "Q2_K", build)
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    return build_prompts(100, source="offline", out_dir=tmp_path_factory.mktemp("prompts"))
+
+
+@pytest.fixture(scope="module")
+def real_logits(reference, q2k, prompts, build):
+    """Logits of the reference and of Q2_K on the first prompt, from the real build."""
+    base = evaluate.LogitsModel(reference, 512, 2, build)
+    var = evaluate.LogitsModel(q2k, 512, 2, build)
+    tokens = base.tokenize(prompts.texts[0])
+    b, q = base.logits(tokens, 0, len(tokens) - 1), var.logits(tokens, 0, len(tokens) - 1)
+    base.close()
+    var.close()
+    return b, q, tokens[1:]
+
+
+def test_metrics_match_an_independent_computation(real_logits) -> None:
+    b, q, targets = real_logits
+    stats = evaluate.token_stats(b, q, targets)
+    # Independent: float64, softmax by its definition, KL by its definition, position by position.
+    for t in range(len(targets)):
+        pb = np.exp(b[t].astype(np.float64) - b[t].max())
+        pb /= pb.sum()
+        pq = np.exp(q[t].astype(np.float64) - q[t].max())
+        pq /= pq.sum()
+        assert stats.nll_base[t] == pytest.approx(-np.log(pb[targets[t]]), rel=1e-4, abs=1e-5)
+        assert stats.nll_q[t] == pytest.approx(-np.log(pq[targets[t]]), rel=1e-4, abs=1e-5)
+        mask = pb > 0
+        kl = float(np.sum(pb[mask] * (np.log(pb[mask]) - np.log(pq[mask]))))
+        assert stats.kld[t] == pytest.approx(kl, rel=1e-3, abs=1e-6)
+        assert stats.same_top[t] == (np.argmax(pb) == np.argmax(pq))
+    assert stats.kld.mean() > 0.01  # Q2_K really differs from its reference
+
+
+def test_identical_models_have_zero_divergence(real_logits) -> None:
+    b, _, targets = real_logits
+    stats = evaluate.token_stats(b, b, targets)
+    assert np.allclose(stats.kld, 0, atol=1e-6)
+    assert stats.same_top.all()
+    assert np.array_equal(stats.nll_base, stats.nll_q)
+
+
+def test_summary_definitions() -> None:
+    rng = np.random.default_rng(0)
+    parts = []
+    for n in (5, 9, 14):
+        nb = rng.uniform(1, 4, n)
+        parts.append(
+            evaluate.TokenStats(nb, nb + rng.uniform(0, 0.5, n), rng.uniform(0, 1, n), rng.uniform(size=n) > 0.3)
+        )
+    s = evaluate.summarize(parts)
+    ratios = np.array([np.exp(p.nll_q.mean()) / np.exp(p.nll_base.mean()) for p in parts])
+    assert s["ppl_ratio_pct"] == pytest.approx(100 * (ratios.mean() - 1))
+    assert s["ppl_ratio_se"] == pytest.approx(100 * ratios.std(ddof=1) / np.sqrt(3))
+    lq = np.log([np.exp(p.nll_q.mean()) for p in parts])
+    lb = np.log([np.exp(p.nll_base.mean()) for p in parts])
+    assert s["ln_ppl_corr_pct"] == pytest.approx(100 * np.corrcoef(lq, lb)[0, 1])
+    allk = np.concatenate([p.kld for p in parts])
+    assert s["kld_mean"] == pytest.approx(allk.mean())
+    assert s["kld_p99"] == pytest.approx(np.percentile(allk, 99))
+    assert s["n_tokens"] == 28
+
+
+def test_vocabulary_mismatch_is_refused() -> None:
+    with pytest.raises(UserError, match="different vocabularies"):
+        evaluate.token_stats(np.zeros((2, 5), np.float32), np.zeros((2, 6), np.float32), np.array([0, 1]))
+
+
+def test_windows_follow_llama_perplexity() -> None:
+    tokens = np.arange(10, 35)  # 25 tokens, n_ctx 8: three whole chunks, the rest dropped
+    chunks = evaluate.windows(tokens, 8, bos=1)
+    assert len(chunks) == 3
+    chunk, targets, first = chunks[1]
+    assert first == 4 and chunk[0] == 1 and list(chunk[1:]) == list(range(19, 26))
+    assert list(targets) == [23, 24, 25]  # predicted from positions 4..6
+
+
+def test_evaluator_agrees_with_llama_perplexity(reference, q2k, prompts, build, tmp_path) -> None:
+    """Same tokens, same build: our numbers within the stated tolerance of the tool's."""
+    text_file = tmp_path / "prompts.txt"
+    text_file.write_text(prompts.as_text())
+    tool = evaluate.run_llama_perplexity(reference, q2k, text_file, 256, 2, tmp_path, build, max_chunks=4)
+    stats, _ = evaluate.evaluate_windows(reference, q2k, prompts.as_text(), 256, 2, build, max_chunks=4)
+    ours = evaluate.token_level_summary(stats)
+    assert tool.n_chunks == 4 and ours["n_tokens"] == 4 * 127
+    rows = evaluate.compare_with_tool(ours, tool)
+    bad = [r for r in rows if not r["within"]]
+    assert not bad, bad
+    assert tool.kld_mean > 0.05  # a real difference was measured, not two zeros
+
+
+def test_prompt_evaluation_resumes_and_adds_only_new_work(reference, q2k, build, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LOCALLLMS_CACHE", str(tmp_path / "cache"))
+    texts = [
+        "The quick brown fox jumps over the lazy dog near the river bank today. " * 2,
+        "Paris is the capital of France. " * 4,
+    ]
+    first = evaluate.evaluate_prompts(reference, [reference, q2k], texts, 2, build, progress=False)
+    assert first.computed == {reference.display: 2, "Q2_K": 2}
+    again = evaluate.evaluate_prompts(reference, [reference, q2k], texts, 2, build, progress=False)
+    assert again.computed == {reference.display: 0, "Q2_K": 0}
+    assert again.summary("Q2_K") == pytest.approx(first.summary("Q2_K"), nan_ok=True)
+    q8 = quantize(reference, "Q8_0", build)
+    more = evaluate.evaluate_prompts(reference, [reference, q2k, q8], texts, 2, build, progress=False)
+    assert more.computed == {reference.display: 0, "Q2_K": 0, "Q8_0": 2}
+    assert more.summary("Q8_0")["kld_mean"] < more.summary("Q2_K")["kld_mean"]
+    # what is kept per prompt is a few numbers per token, not a vocabulary-sized row
+    kept = sum(f.stat().st_size for f in (tmp_path / "cache" / "eval" / "prompts").glob("*.npz"))
+    assert kept < 6 * 100 * 64
+
+
+def test_small_study_end_to_end(tmp_path) -> None:
+    config = report.StudyConfig(
+        quant_types=("Q4_K_M", "Q8_0"), num_prompts=5, repetitions=2, n_prompt=32, n_gen=8, corpus_source="offline"
+    )
+    store = tmp_path / "results.duckdb"
+    study = report.quantization_study(config, progress=False, store=store)
+    df = study.rows
+    assert list(df["quant"]) == ["F16 expanded from Q4_1", "Q4_K_M", "Q8_0"]
+    assert (df["reference_label"] == "F16 expanded from Q4_1").all()
+    needed = "model quant reference_label size_mib bpw ppl ppl_ratio_pct ppl_ratio_se ln_ppl_corr_pct kld_mean kld_se kld_median kld_p99 same_top_pct pp_tps pp_sd tg_tps tg_sd threads n_prompts llama_cpp_commit cpu model_sha256".split()
+    assert not set(needed) - set(df.columns)
+    base = df.iloc[0]
+    assert base["kld_mean"] == 0 and base["ppl_ratio_pct"] == 0 and base["same_top_pct"] == 100
+    assert df.loc[df["quant"] == "Q8_0", "kld_mean"].item() < df.loc[df["quant"] == "Q4_K_M", "kld_mean"].item()
+    assert (df["size_mib"].iloc[1:] < base["size_mib"]).all()
+    assert (df["tg_tps"] > 0).all() and (df["pp_sd"] >= 0).all()
+    # a rerun replaces its rows in the store instead of adding to them
+    report.quantization_study(config, progress=False, store=store)
+    counts = report.query("SELECT quant, count(*) AS n FROM quantization GROUP BY quant", store)
+    assert len(counts) == 3 and (counts["n"] == 1).all()
+    assert list((tmp_path).glob("quantization-smollm2-135m-instruct-*.csv"))
+
+
+def test_pareto_and_roofline_arithmetic() -> None:
+    import pandas as pd
+
+    df = pd.DataFrame({"quant": ["a", "b", "c", "d"], "size_mib": [10, 20, 30, 40], "kld_mean": [0.5, 0.6, 0.1, 0.05],
+                       "tg_tps": [100.0, 50, 40, 30], "bytes_per_token": [1e8, 2e8, 3e8, 4e8]})  # fmt: skip
+    assert report.pareto_front(df) == ["a", "c", "d"]
+    roof = report.roofline_table(df, bandwidth_gbs=20.0)
+    assert roof.loc["a", "Achieved read (GB/s)"] == 10.0
+    assert roof.loc["a", "Share of bandwidth (%)"] == 50.0
+    assert roof.loc["d", "Roofline limit (tok/s)"] == 50.0
