@@ -55,8 +55,10 @@ format: $(VENV)/.deps
 	$(VENV)/bin/ruff format localllms tests scripts
 	$(VENV)/bin/ruff check --fix localllms tests scripts
 
+# The tests, then nbval: it re-executes the committed notebooks and compares their outputs
+# (masked as notebooks/nbval-sanitize.cfg says), in one pytest run with one summary line.
 test: setup lint
-	$(PY) -m pytest tests -v
+	$(PY) -m pytest tests notebooks -v --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 
 bench: setup
 	$(PY) scripts/bench.py
