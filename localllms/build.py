@@ -27,7 +27,7 @@ from datetime import UTC
 from importlib import metadata
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .errors import UserError
 from .paths import cache_dir

@@ -235,7 +235,7 @@ def evaluate_prompts(
     an interrupted run resumes and a new variant costs only its own passes plus
     the reference passes it needs.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     build = build or current_build()
     variants = list(variants)

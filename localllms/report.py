@@ -65,9 +65,11 @@ class Study:
         return [self.reference, *self.variants]
 
 
-def quantization_study(config: StudyConfig, progress: bool = True, store: Path = STORE) -> Study:
+def quantization_study(
+    config: StudyConfig, progress: bool = True, store: Path = STORE, prompts_dir: Path | None = None
+) -> Study:
     """Run (or resume) the whole case study for one model; every stage is cached."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     build = current_build()
     qtypes = check_quant_types(list(config.quant_types), build)
@@ -75,7 +77,7 @@ def quantization_study(config: StudyConfig, progress: bool = True, store: Path =
     reference = make_reference(model, build)
     variants = [quantize(reference, q, build) for q in tqdm(qtypes, desc="quantize", disable=not progress)]
     prompts = corpus.build_prompts(
-        config.num_prompts, config.min_prompt_length, config.max_prompt_length, config.corpus_source
+        config.num_prompts, config.min_prompt_length, config.max_prompt_length, config.corpus_source, prompts_dir
     )
     models = [reference, *variants]
     evaluation = evaluate.evaluate_prompts(reference, models, prompts.texts, config.threads, build, progress)
@@ -372,6 +374,23 @@ def reading(df: pd.DataFrame) -> str:
             f"{q.loc['Q2_K', 'ppl_ratio_pct']:.1f} % (the seed: 10.4 %), its mean KL divergence is {q.loc['Q2_K', 'kld_mean']:.3f} "
             f"(the seed: 0.112) and it keeps the reference's top token at {q.loc['Q2_K', 'same_top_pct']:.0f} % of positions."
         )
+    ladder = q.sort_values("bpw")
+    inversions = [
+        f"{hi} ({ladder.loc[hi, 'bpw']:.2f} bpw, KLD {ladder.loc[hi, 'kld_mean']:.4f}) diverges more than {lo} "
+        f"({ladder.loc[lo, 'bpw']:.2f} bpw, KLD {ladder.loc[lo, 'kld_mean']:.4f})"
+        for lo, hi in zip(ladder.index[:-1], ladder.index[1:], strict=True)
+        if ladder.loc[hi, "kld_mean"] > ladder.loc[lo, "kld_mean"]
+    ]
+    out.append(
+        "* **More bits, less divergence, at every step?** "
+        + (
+            "Yes."
+            if not inversions
+            else "No: "
+            + "; ".join(inversions)
+            + ". Re-quantizing an already quantized model need not follow the ladder."
+        )
+    )
     rho = df[["size_mib", "tg_tps"]].corr(method="spearman").iloc[0, 1]
     out.append(
         f"* **Generation speed rising as size falls?** {'Yes' if rho < -0.5 else 'Not cleanly'}: rank correlation of size with "
@@ -422,6 +441,7 @@ def plot_quality(df: pd.DataFrame):
     axes[1].set(xlabel="variant", ylabel="Avg PPL ratio - 1 (%)")
     fig.suptitle(f"Quality against the reference: {df['reference_label'].iloc[0]}")
     fig.tight_layout()
+    plt.close(fig)  # returned, not left open: the notebook shows it exactly once
     return fig
 
 
@@ -442,6 +462,7 @@ def plot_throughput(df: pd.DataFrame):
         ax.set(xlabel="", ylabel="tokens/s", title=title)
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
+    plt.close(fig)  # returned, not left open: the notebook shows it exactly once
     return fig
 
 
@@ -479,6 +500,7 @@ def plot_pareto(df: pd.DataFrame):
     )
     ax.legend()
     fig.tight_layout()
+    plt.close(fig)  # returned, not left open: the notebook shows it exactly once
     return fig
 
 
@@ -502,4 +524,5 @@ def plot_roofline(df: pd.DataFrame, bandwidth_gbs: float):
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
+    plt.close(fig)  # returned, not left open: the notebook shows it exactly once
     return fig

@@ -133,7 +133,7 @@ def test_small_study_end_to_end(tmp_path) -> None:
         quant_types=("Q4_K_M", "Q8_0"), num_prompts=5, repetitions=2, n_prompt=32, n_gen=8, corpus_source="offline"
     )
     store = tmp_path / "results.duckdb"
-    study = report.quantization_study(config, progress=False, store=store)
+    study = report.quantization_study(config, progress=False, store=store, prompts_dir=tmp_path)
     df = study.rows
     assert list(df["quant"]) == ["F16 expanded from Q4_1", "Q4_K_M", "Q8_0"]
     assert (df["reference_label"] == "F16 expanded from Q4_1").all()
@@ -145,7 +145,7 @@ def test_small_study_end_to_end(tmp_path) -> None:
     assert (df["size_mib"].iloc[1:] < base["size_mib"]).all()
     assert (df["tg_tps"] > 0).all() and (df["pp_sd"] >= 0).all()
     # a rerun replaces its rows in the store instead of adding to them
-    report.quantization_study(config, progress=False, store=store)
+    report.quantization_study(config, progress=False, store=store, prompts_dir=tmp_path)
     counts = report.query("SELECT quant, count(*) AS n FROM quantization GROUP BY quant", store)
     assert len(counts) == 3 and (counts["n"] == 1).all()
     assert list((tmp_path).glob("quantization-smollm2-135m-instruct-*.csv"))
