@@ -1,0 +1,294 @@
+"""llama-server and the other serving paths, on the real build and models (no mocks).
+
+Servers run with one thread and few, short requests: the file stays near a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from localllms import serve
+from localllms.build import BuildInfo
+from localllms.errors import UserError
+from localllms.models import ResolvedModel
+
+
+@pytest.fixture(scope="module")
+def smol_server(build: BuildInfo, smollm2: ResolvedModel, tmp_path_factory: pytest.TempPathFactory):
+    """One shared single-slot SmolLM2 server for the read-only tests."""
+    with serve.LlamaServer(smollm2, threads=1, build=build, log_dir=tmp_path_factory.mktemp("logs")) as srv:
+        yield srv
+
+
+def _one_sentence(message: str) -> str:
+    first = message.splitlines()[0]
+    assert first.endswith("."), first
+    return first
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_server_ready_then_stopped_without_orphan(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
+    srv = serve.LlamaServer(smollm2, threads=1, build=build, log_dir=tmp_path)
+    with srv:
+        assert srv.health() == {"status": "ok"}
+        assert srv.url.startswith("http://127.0.0.1:")
+        pid = srv.pid
+        assert pid and serve.pid_exists(pid)
+        assert srv in serve._LIVE  # registered for the atexit hook
+    assert not serve.pid_exists(pid)
+    assert srv not in serve._LIVE
+    assert srv.log_path and srv.log_path.parent == tmp_path and "listening on" in srv.log_path.read_text()
+
+
+def test_no_orphan_after_an_exception_inside_the_context(
+    build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path
+) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        with serve.LlamaServer(smollm2, threads=1, build=build, log_dir=tmp_path) as srv:
+            pid = srv.pid
+            raise RuntimeError("boom")
+    assert pid is not None and not serve.pid_exists(pid)
+
+
+def test_no_orphan_when_python_itself_is_killed(tmp_path: Path) -> None:
+    # SIGKILL skips atexit and __exit__; the parent-death signal must still stop the server
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is not installed, so no parent-death signal is set")
+    script = (
+        "import sys, time\n"
+        "from localllms import serve\n"
+        "from localllms.models import resolve\n"
+        "srv = serve.LlamaServer(resolve('smollm2-135m-instruct'), threads=1, log_dir=sys.argv[1]).start()\n"
+        "print(srv.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        assert serve.pid_exists(pid)
+    finally:
+        parent.kill()
+        parent.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while serve.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not serve.pid_exists(pid)
+
+
+def test_busy_port_is_one_sentence(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        srv = serve.LlamaServer(smollm2, threads=1, port=port, build=build, log_dir=tmp_path)
+        with pytest.raises(UserError) as err:
+            srv.start()
+    assert _one_sentence(str(err.value)) == (
+        f"Port 127.0.0.1:{port} is already in use; pass another port, or port=None to pick a free one."
+    )
+    assert srv.proc is None  # nothing was launched
+
+
+def test_startup_failure_shows_the_log_tail(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
+    srv = serve.LlamaServer(smollm2, threads=1, build=build, log_dir=tmp_path, extra_args=["--no-such-flag"])
+    with pytest.raises(UserError) as err:
+        srv.start()
+    message = str(err.value)
+    assert "exited with code" in _one_sentence(message)
+    assert "--no-such-flag" in message  # the server's own complaint, from the log tail
+    assert not serve.pid_exists(srv.pid)
+
+
+def test_api_key_is_required_when_set(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
+    key = "test-key-123"
+    with serve.LlamaServer(smollm2, threads=1, api_key=key, build=build, log_dir=tmp_path) as srv:
+        assert key not in " ".join(srv.proc.args)  # passed through the environment, not visible in ps
+        r = requests.post(
+            srv.url + "/v1/chat/completions", json={"messages": serve.chapter_messages(), "max_tokens": 2}, timeout=30
+        )
+        assert r.status_code == 401
+        assert requests.get(srv.url + "/health", timeout=10).status_code == 200  # health stays public
+        anonymous = serve.Endpoint(base_url=srv.url, name="llama-server")
+        with pytest.raises(UserError, match="401 Unauthorized"):
+            serve.chat_requests(anonymous, max_tokens=2)
+        with pytest.raises(UserError, match="401 Unauthorized"):
+            serve.chat_openai(anonymous, max_tokens=2)
+        assert serve.chat_requests(srv, max_tokens=2).usage["completion_tokens"] >= 1
+
+
+def test_dead_server_gives_a_clear_error_within_seconds(
+    build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path
+) -> None:
+    with serve.LlamaServer(smollm2, threads=1, ctx_size=4096, build=build, log_dir=tmp_path) as srv:
+        pid = srv.pid
+        killed_at: list[float] = []
+
+        def kill() -> None:
+            killed_at.append(time.monotonic())
+            os.kill(pid, signal.SIGKILL)
+
+        timer = threading.Timer(1.5, kill)
+        timer.start()
+        try:
+            with pytest.raises(UserError) as err:
+                serve.stream_chat(srv, max_tokens=3000, ignore_eos=True)  # far longer than 1.5 s
+        finally:
+            timer.cancel()
+        assert killed_at and time.monotonic() - killed_at[0] < 10
+        assert f"(pid {pid}) exited with code -9" in _one_sentence(str(err.value))
+        t0 = time.monotonic()
+        with pytest.raises(UserError, match="exited with code"):
+            serve.chat_requests(srv, max_tokens=4)
+        assert time.monotonic() - t0 < 10
+    assert not serve.pid_exists(pid)
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def test_chat_with_requests_and_openai_agree(smol_server: serve.LlamaServer) -> None:
+    a = serve.chat_requests(smol_server, max_tokens=12)
+    b = serve.chat_openai(smol_server, max_tokens=12)
+    for res in (a, b):
+        assert res.content.strip()
+        assert res.usage["completion_tokens"] == 12 and res.finish_reason == "length"
+        assert res.timings and res.timings["predicted_n"] == 12
+    assert a.content == b.content  # greedy, same seed, prompt recomputed: the same reply
+
+
+def test_streaming_latency_fields(smol_server: serve.LlamaServer) -> None:
+    df = serve.measure_latency(smol_server, n_requests=2, max_tokens=8)
+    assert len(df) == 2 and (df["output_tokens"] == 8).all()
+    assert ((df["ttft_ms"] > 0) & (df["ttft_ms"] <= df["e2e_ms"])).all()
+    summary = serve.latency_summary(df)
+    assert list(summary.columns) == ["median", "p95", "n"]
+    assert (summary["median"] <= summary["p95"]).all()
+
+
+def test_root_page_of_this_build(smol_server: serve.LlamaServer, build: BuildInfo) -> None:
+    page = serve.probe_root(smol_server)
+    if serve.ui_embedded(build):
+        assert page["status"] == 200
+    else:  # built with LLAMA_BUILD_UI=OFF: nothing is served at "/"
+        assert page["status"] == 404 and "File Not Found" in page["body_start"]
+
+
+def test_static_path_is_served_at_root(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html><head><title>local chat</title></head><body>hi</body></html>")
+    with serve.LlamaServer(smollm2, threads=1, static_path=site, build=build, log_dir=tmp_path) as srv:
+        page = serve.probe_root(srv)
+    assert page["status"] == 200 and page["title"] == "local chat"
+
+
+def test_chromium_screenshot_with_busy_low_fds(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
+    if not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")):
+        pytest.skip("no Chromium on this machine")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html><body><h1>local chat</h1><textarea></textarea></body></html>")
+    # a Jupyter kernel holds many fds, so the DevTools pipes get numbers above 9 (this once broke `sh` redirection)
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(12)]
+    try:
+        with serve.LlamaServer(smollm2, threads=1, static_path=site, build=build, log_dir=tmp_path) as srv:
+            image = serve.chromium_screenshot(srv.url + "/", tmp_path / "shot.png", size=(640, 400), timeout=60)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 1000
+
+
+def test_bounded_load_test_has_no_failures(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
+    summary, per_request = serve.load_test(
+        smollm2, concurrency=(1, 2), requests_per_client=1, max_tokens=6, threads=1, build=build, log_dir=tmp_path
+    )
+    assert list(summary["clients"]) == [1, 2]
+    assert (summary["failed"] == 0).all() and summary["healthy_after"].all()
+    assert list(summary["requests"]) == [1, 2] and len(per_request) == 3
+    assert (summary["aggregate_tokens_per_s"] > 0).all()
+
+
+def test_json_schema_mode_is_always_valid(smol_server: serve.LlamaServer, build: BuildInfo) -> None:
+    prompts = list(serve.EXTRACTION_PROMPTS)[:3]
+    df = serve.structured_output(smol_server, prompts=prompts, modes=["json_schema"], build=build)
+    assert len(df) == 3
+    assert df["valid"].all(), df[["reply", "reason"]].to_string()
+    table = serve.validity_table(df)
+    assert table.loc["json_schema", "valid_share"] == 1.0
+
+
+def test_check_json_separates_syntax_from_schema() -> None:
+    assert serve.check_json('{"title": "call", "time": "20:00", "participants": []}') == (True, True, "")
+    parses, valid, reason = serve.check_json('{"title": "call", "time": 8, "participants": []}')
+    assert parses and not valid and reason.startswith("schema")
+    assert serve.check_json('```json\n{"title": "call"}\n```')[:2] == (False, False)
+    assert serve.json_grammar_path(None).name == "json.gbnf"
+
+
+# --------------------------------------------------------------------------- models without a template, binding
+
+
+def test_chat_on_a_model_without_template_is_refused(build: BuildInfo, gemma: ResolvedModel, tmp_path: Path) -> None:
+    assert not gemma.info.chat_template
+    with serve.LlamaServer(gemma, threads=1, build=build, log_dir=tmp_path) as srv:
+        for call in (serve.chat_requests, serve.chat_openai, serve.stream_chat):
+            with pytest.raises(UserError) as err:
+                call(srv, max_tokens=4)
+            assert "has no chat template" in _one_sentence(str(err.value))
+    with pytest.raises(UserError, match="has no chat template"):
+        serve.binding_chat(gemma, max_tokens=4, threads=1, build=build)
+
+
+def test_binding_chat_in_process(build: BuildInfo, smollm2: ResolvedModel) -> None:
+    res = serve.binding_chat(smollm2, max_tokens=8, threads=1, build=build)
+    assert res.content.strip() and res.usage["completion_tokens"] == 8
+
+
+def test_from_pretrained_offline_is_one_fast_sentence() -> None:
+    from localllms.models import hub_reachable
+
+    if hub_reachable():
+        pytest.skip("the Hugging Face Hub is reachable here; the offline message cannot be checked")
+    t0 = time.monotonic()
+    with pytest.raises(UserError) as err:
+        serve.binding_from_pretrained()
+    assert time.monotonic() - t0 < 10
+    message = str(err.value)
+    assert "\n" not in message and message.count(". ") == 0
+    assert "not reachable" in message and "model_path" in message
+
+
+# --------------------------------------------------------------------------- Ollama, llamafile
+
+
+def test_ollama_address_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    assert serve.ollama_url() == "http://127.0.0.1:11434"
+    assert serve.ollama_url("0.0.0.0") == "http://127.0.0.1:11434"
+    assert serve.ollama_url("example.local:9999") == "http://example.local:9999"
+    monkeypatch.setenv("OLLAMA_HOST", "https://box:1234/")
+    assert serve.ollama_url() == "https://box:1234"
+
+
+def test_absent_ollama_and_llamafile_are_reported_not_faked(tmp_path: Path) -> None:
+    status = serve.detect_ollama(f"127.0.0.1:{serve.free_port()}")  # nothing listens on a free port
+    assert not status.present and "no server" in status.where
+    assert not serve.detect_llamafile(None).present
+    missing = serve.detect_llamafile(tmp_path / "nope.llamafile")
+    assert not missing.present and missing.note == serve.NOT_INSTALLED
+    table = serve.comparison_table({"llama.cpp": {"chat": "ran"}})
+    assert table.loc["Ollama", "chat"] == serve.NOT_MEASURED and table.loc["llama.cpp", "chat"] == "ran"
