@@ -39,7 +39,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import tempfile
 import time
@@ -56,6 +55,7 @@ from .build import BuildInfo, cpu_features, cpu_name, current_build
 from .errors import UserError
 from .models import ResolvedModel, resolve
 from .paths import cache_dir
+from .serve import free_port
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -491,12 +491,6 @@ def _proc_status(pid: int) -> dict[str, int]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # localhost must not go through a proxy
 
 
@@ -531,7 +525,7 @@ def measure_memory(
     path = model.path if isinstance(model, ResolvedModel) else Path(model)
     name = model.spec if isinstance(model, ResolvedModel) else path.name
     threads = threads or os.cpu_count() or 1
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     cmd = [str(build.tool("llama-server")), "-m", str(path), "-c", str(context * n_parallel), "-np", str(n_parallel),
            "-t", str(threads), "-fa", "on", "--fit", "off", "-cram", "0", "--no-webui", "-lv", "4",
