@@ -66,8 +66,10 @@ def llama_bench(
             f"llama-bench failed on {model.path.name} (exit {proc.returncode}): " + proc.stderr.strip().splitlines()[-1]
         )
     rows = json.loads(proc.stdout)
-    pp = next(r for r in rows if r["n_prompt"] == n_prompt and r["n_gen"] == 0)
-    tg = next(r for r in rows if r["n_gen"] == n_gen and r["n_prompt"] == 0)
+    # A zero size skips that test (llama-bench -p 0 or -n 0): its figures are then NaN.
+    missing = {"avg_ts": float("nan"), "stddev_ts": float("nan"), "samples_ts": [], "test_time": ""}
+    pp = next((r for r in rows if r["n_prompt"] == n_prompt and r["n_gen"] == 0), missing)
+    tg = next((r for r in rows if r["n_gen"] == n_gen and r["n_prompt"] == 0), missing)
     result = Throughput(
         model_sha256=model.sha256,
         pp_tps=pp["avg_ts"],
@@ -80,7 +82,7 @@ def llama_bench(
         threads=threads,
         pp_samples=list(pp["samples_ts"]),
         tg_samples=list(tg["samples_ts"]),
-        measured_at=tg["test_time"],
+        measured_at=tg["test_time"] or pp["test_time"],
     )
     cached.write_text(json.dumps(asdict(result)))
     return result

@@ -78,15 +78,25 @@ def load_texts(source: str = "auto") -> tuple[list[str], Source]:
     return _load_offline(), offline_source()
 
 
+def _import_datasets():
+    import warnings
+
+    with warnings.catch_warnings():
+        # datasets imports tqdm.auto, which warns inside a notebook without ipywidgets
+        warnings.simplefilter("ignore")
+        import datasets
+    return datasets
+
+
 def _load_wikitext() -> list[str]:
-    import datasets
+    datasets = _import_datasets()
 
     ds = datasets.load_dataset("Salesforce/wikitext", "wikitext-2-raw-v1", split="train")
     return list(ds["text"])
 
 
 def _load_offline() -> list[str]:
-    import datasets
+    datasets = _import_datasets()
 
     src = offline_source()  # raises the install hint when missing
     path = Path(str(metadata.distribution(OFFLINE_PACKAGE).locate_file(OFFLINE_FILE)))
