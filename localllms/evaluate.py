@@ -22,8 +22,6 @@ can be compared on the same tokens; ``run_llama_perplexity`` runs the tool itsel
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import subprocess
 import time
@@ -36,7 +34,7 @@ import numpy as np
 from .build import BuildInfo, current_build, use_build_for_binding
 from .errors import UserError
 from .models import ResolvedModel
-from .paths import cache_dir
+from .paths import cache_dir, content_key
 
 EVALUATOR_VERSION = "1"  # bump when the numbers this module produces would change
 
@@ -202,10 +200,6 @@ class LogitsModel:
 # --------------------------------------------------------------------------- per prompt
 
 
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
 @dataclass
 class PromptEvaluation:
     """Results of :func:`evaluate_prompts`: per variant label, the per-prompt statistics."""
@@ -266,7 +260,7 @@ def evaluate_prompts(
         {lab: [] for lab in labels}, {lab: 0.0 for lab in labels}, {lab: 0 for lab in labels}, n_ctx
     )
     keys = {
-        lab: [_digest(EVALUATOR_VERSION, build.key, reference.sha256, v.sha256, p) for p in prompts]
+        lab: [content_key(EVALUATOR_VERSION, build.key, reference.sha256, v.sha256, p) for p in prompts]
         for lab, v in zip(labels, variants, strict=True)
     }
     bar = tqdm(total=len(prompts) * len(variants), desc="evaluate", unit="pass", disable=not progress)

@@ -19,7 +19,7 @@ from . import bench, corpus, evaluate, provenance
 from .build import BuildInfo, current_build
 from .errors import UserError
 from .models import DEFAULT_MODEL, ResolvedModel, resolve
-from .paths import PROJECT_ROOT, RESULTS_DIR, cache_dir
+from .paths import PROJECT_ROOT, RESULTS_DIR, cache_dir, content_key
 from .quantize import check_quant_types, make_reference, quantize
 
 DEFAULT_QUANT_TYPES = ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
@@ -162,19 +162,9 @@ def crosscheck(study: Study, quant: str, n_ctx: int = 512, max_chunks: int | Non
     if variant is None:
         raise UserError(f"{quant} is not among this study's variants ({', '.join(v.display for v in study.variants)}).")
     text = study.prompts.as_text()
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                evaluate.EVALUATOR_VERSION,
-                study.build.key,
-                study.reference.sha256,
-                variant.sha256,
-                n_ctx,
-                max_chunks,
-                text,
-            ]
-        ).encode()
-    ).hexdigest()[:24]
+    key = content_key(
+        evaluate.EVALUATOR_VERSION, study.build.key, study.reference.sha256, variant.sha256, n_ctx, max_chunks, text
+    )
     cached = cache_dir("eval", "crosscheck") / f"{key}.json"
     if cached.exists():  # same inputs, same build: the same numbers (timings are those of the first run)
         saved = json.loads(cached.read_text())

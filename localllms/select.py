@@ -34,7 +34,6 @@ physical batch of 512 tokens, weights read into RAM rather than memory-mapped):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -54,7 +53,7 @@ import pandas as pd
 from .build import BuildInfo, cpu_features, cpu_name, current_build
 from .errors import UserError
 from .models import ResolvedModel, resolve
-from .paths import cache_dir
+from .paths import cache_dir, content_key
 from .serve import free_port
 
 if TYPE_CHECKING:
@@ -698,10 +697,6 @@ class BitsPerByte:
         return self.bytes / self.tokens
 
 
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
 def bits_per_byte(
     model: ResolvedModel,
     texts: Sequence[str],
@@ -721,7 +716,9 @@ def bits_per_byte(
 
     build = build or current_build()
     threads = threads or os.cpu_count() or 1
-    cached = cache_dir("select") / f"bpb-{model.sha256[:16]}-{build.key}-{_digest(SELECT_VERSION, list(texts))}.json"
+    cached = (
+        cache_dir("select") / f"bpb-{model.sha256[:16]}-{build.key}-{content_key(SELECT_VERSION, list(texts))}.json"
+    )
     if use_cache and cached.exists():
         return BitsPerByte(**json.loads(cached.read_text()))
     lm = LogitsModel(model, n_ctx, threads, build)
