@@ -194,26 +194,71 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run_with_progress(cmd: list[str], log: Path, desc: str) -> None:
-    """Run a build step, drive a progress bar from its "[n/m]" lines, keep its log.
+_NINJA_STEP = re.compile(r"^\[\s*(\d+)\s*/\s*(\d+)\]")  # ninja: "[12/230] Building CXX object ..."
+_MAKE_PERCENT = re.compile(r"^\[\s*(\d+)%\]")  # Makefiles: "[ 45%] Building CXX object ..."
 
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a build is, read from one line of its output."""
+
+    done: int
+    total: int
+    unit: str  # "step" for ninja's n/N, "%" for the Makefile generator's percentages
+
+
+def parse_progress(line: str) -> Progress | None:
+    """The progress a build-tool line reports (ninja "[n/N]" or make "[ p%]"), or None."""
+    if m := _NINJA_STEP.match(line):
+        return Progress(int(m.group(1)), int(m.group(2)), "step")
+    if m := _MAKE_PERCENT.match(line):
+        return Progress(int(m.group(1)), 100, "%")
+    return None
+
+
+def _run_with_progress(cmd: list[str], log: Path, desc: str) -> tqdm | None:
+    """Run a build step, keep its log, show its progress; return the progress bar, if any.
+
+    A compile shows ninja's steps as n/N with rate and time left (the total is taken
+    from the first "[n/N]" line). A step that reports no progress (cmake configure)
+    gets one line when it starts and one with its duration when it ends.
     On failure the compiler's own error lines are raised, not a generic message.
     """
-    pattern = re.compile(r"^\[\s*(\d+)\s*/\s*(\d+)\]|^\[\s*(\d+)%\]")
-    with open(log, "a") as logf, tqdm(total=100, desc=desc, unit="%", leave=True) as bar:
+    import time
+
+    started = time.monotonic()
+    print(f"{desc} ... (log: {log})", file=sys.stderr, flush=True)
+    bar: tqdm | None = None
+    with open(log, "a") as logf:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            logf.write(line)
-            m = pattern.match(line)
-            if m:
-                pct = 100 * int(m.group(1)) / int(m.group(2)) if m.group(1) else int(m.group(3))
-                bar.update(max(0.0, pct - bar.n))
-        code = proc.wait()
+        try:
+            for line in proc.stdout:
+                logf.write(line)
+                progress = parse_progress(line)
+                if progress is None:
+                    continue
+                if bar is None:
+                    bar = tqdm(total=progress.total, desc=desc, unit=progress.unit, leave=True, dynamic_ncols=True)
+                elif progress.total != bar.total:  # ninja can grow its plan while it runs
+                    bar.total = progress.total
+                    bar.refresh()
+                if progress.done > bar.n:
+                    bar.update(progress.done - bar.n)
+        except BaseException:  # e.g. Ctrl-C: do not leave the compiler running
+            proc.kill()
+            raise
+        finally:
+            code = proc.wait()
+            if bar is not None:
+                bar.close()
     if code != 0:
         lines = log.read_text(errors="replace").splitlines()
         errors = [ln for ln in lines if "error" in ln.lower()][:15] or lines[-15:]
         raise UserError(f"{desc} failed (exit {code}); the compiler said:\n" + "\n".join(errors) + f"\nFull log: {log}")
+    if bar is None:
+        print(f"{desc}: done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    return bar
 
 
 def _info_path(key: str) -> Path:
@@ -276,6 +321,12 @@ def build(force: bool = False, jobs: int | None = None) -> BuildInfo:
         tmp.write_text(json.dumps(asdict(info), indent=2))
         tmp.replace(info_file)  # written last: its presence means the build is complete
     return info
+
+
+def llama_cpp_source(build: BuildInfo | None = None) -> Path:
+    """The llama.cpp source tree a build was compiled from (grammars, tools/ui, scripts, ...)."""
+    version = build.llama_cpp_python_version if build else binding_version()
+    return _sdist_source(version) / "vendor" / "llama.cpp"
 
 
 def load_build_info(path: Path) -> BuildInfo:

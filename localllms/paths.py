@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -32,3 +33,40 @@ def cache_dir(*parts: str) -> Path:
 def content_key(*parts: object) -> str:
     """A short digest of JSON-able parts: the key under which a cached result is stored."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write ``data`` beside ``path`` and rename it into place: readers see all of it or none.
+
+    Every cache file goes through here, so an interrupt never leaves half a result that a
+    rerun would trust.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+@functools.cache
+def code_key(*modules: str) -> str:
+    """A digest of the source of the named modules of this package (e.g. ``"evaluate"``).
+
+    Cached results are keyed on it, so a change to the code that produced a number
+    recomputes that number; no version constant has to be remembered and bumped. A
+    package name covers every module in it.
+    """
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for name in sorted(modules):
+        path = package.joinpath(*name.split("."))
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+        if not files or not files[0].exists():
+            raise ValueError(f"code_key: no module localllms.{name}")
+        for f in files:
+            digest.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
