@@ -47,9 +47,9 @@ def test_server_ready_then_stopped_without_orphan(build: BuildInfo, smollm2: Res
         assert srv.url.startswith("http://127.0.0.1:")
         pid = srv.pid
         assert pid and serve.pid_exists(pid)
-        assert srv in serve._LIVE  # registered for the atexit hook
+        assert srv in serve.live_servers()  # registered for the atexit hook
     assert not serve.pid_exists(pid)
-    assert srv not in serve._LIVE
+    assert srv not in serve.live_servers()
     assert srv.log_path and srv.log_path.parent == tmp_path and "listening on" in srv.log_path.read_text()
 
 
@@ -126,6 +126,10 @@ def test_api_key_is_required_when_set(build: BuildInfo, smollm2: ResolvedModel, 
             serve.chat_requests(anonymous, max_tokens=2)
         with pytest.raises(UserError, match="401 Unauthorized"):
             serve.chat_openai(anonymous, max_tokens=2)
+        with pytest.raises(UserError, match="401 Unauthorized"):
+            serve.tokenize(anonymous, "hello")
+        with pytest.raises(UserError, match="401 Unauthorized"):
+            serve.complete(anonymous, "hello", n_predict=2)
         assert serve.chat_requests(srv, max_tokens=2).usage["completion_tokens"] >= 1
 
 
@@ -167,6 +171,15 @@ def test_chat_with_requests_and_openai_agree(smol_server: serve.LlamaServer) -> 
         assert res.usage["completion_tokens"] == 12 and res.finish_reason == "length"
         assert res.timings and res.timings["predicted_n"] == 12
     assert a.content == b.content  # greedy, same seed, prompt recomputed: the same reply
+
+
+def test_tokenize_agrees_with_the_model_tokenizer(
+    smol_server: serve.LlamaServer, smollm2: ResolvedModel, build: BuildInfo
+) -> None:
+    text = "The capital of France is"
+    tokens = serve.tokenize(smol_server, text)
+    assert tokens and all(isinstance(t, int) for t in tokens)
+    assert len(tokens) == serve.count_tokens(smollm2, text, build)  # no special tokens added, like count_tokens
 
 
 def test_streaming_latency_fields(smol_server: serve.LlamaServer) -> None:
@@ -251,6 +264,17 @@ def test_chat_on_a_model_without_template_is_refused(build: BuildInfo, gemma: Re
             assert "has no chat template" in _one_sentence(str(err.value))
     with pytest.raises(UserError, match="has no chat template"):
         serve.binding_chat(gemma, max_tokens=4, threads=1, build=build)
+
+
+def test_completion_works_without_a_chat_template(build: BuildInfo, gemma: ResolvedModel, tmp_path: Path) -> None:
+    text = "The capital of France is"
+    with serve.LlamaServer(gemma, threads=1, build=build, log_dir=tmp_path) as srv:
+        out = serve.complete(srv, text, n_predict=6, ignore_eos=True)
+        ids = serve.tokenize(srv, text)
+        by_ids = serve.complete(srv, ids, n_predict=2, ignore_eos=True)
+    assert out["content"].strip() and out["tokens_predicted"] == 6 and out["timings"]["predicted_n"] == 6
+    assert out["tokens_evaluated"] >= len(ids)  # the text prompt may get a BOS token
+    assert by_ids["tokens_evaluated"] == len(ids) and by_ids["tokens_predicted"] == 2  # ids are sent as they are
 
 
 def test_binding_chat_in_process(build: BuildInfo, smollm2: ResolvedModel) -> None:

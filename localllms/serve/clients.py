@@ -1,0 +1,412 @@
+"""Clients for a running server: the chapter's chat request, OpenAI-compatible chat, streaming latency.
+
+* :class:`Endpoint`: where a server answers (llama-server, Ollama, llamafile) and how to reach it.
+* :func:`request`: the one HTTP call every client goes through (timeouts, dead-server check,
+  401 and error statuses as one sentence).
+* ``chat_requests`` and ``chat_openai``: the same chat request through plain ``requests`` and
+  through the ``openai`` package (the book shows both on purpose).
+* ``tokenize`` and ``complete``: llama.cpp's native endpoints, which need no chat template.
+* ``stream_chat``, ``measure_latency``, ``latency_summary``: time to first token and per token.
+* ``probe_root``: what a server answers at "/".
+
+A target is a running :class:`~localllms.serve.process.ManagedServer` (its ``endpoint``) or an
+:class:`Endpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .process import ManagedServer
+
+CHAT_SYSTEM = "You are a helpful assistant - Be succinct."
+CHAT_USER = "What is the meaning of life?"
+SEED = 42
+
+
+def chapter_messages() -> list[dict[str, str]]:
+    """The chapter's chat request: a succinct assistant asked about the meaning of life."""
+    return [{"role": "system", "content": CHAT_SYSTEM}, {"role": "user", "content": CHAT_USER}]
+
+
+# =========================================================================== HTTP
+
+
+@dataclass
+class Endpoint:
+    """An OpenAI-compatible server: llama-server, Ollama, llamafile."""
+
+    base_url: str
+    model: str = "local"
+    api_key: str | None = None
+    name: str = "server"
+    timeout: float = 60.0
+    chat_template: bool = True
+    check_alive: Callable[[], None] | None = field(default=None, repr=False)
+
+    def raise_if_dead(self) -> None:
+        if self.check_alive:
+            self.check_alive()
+
+
+def _as_endpoint(target: ManagedServer | Endpoint) -> Endpoint:
+    return target if isinstance(target, Endpoint) else target.endpoint
+
+
+def session():
+    """A ``requests`` session that ignores proxy settings: loopback traffic must not leave the machine."""
+    import requests
+
+    s = requests.Session()
+    s.trust_env = False  # loopback traffic must not go through an HTTP(S)_PROXY from the environment
+    return s
+
+
+_thread_local = threading.local()
+
+
+def _thread_session():
+    if not hasattr(_thread_local, "session"):
+        _thread_local.session = session()
+    return _thread_local.session
+
+
+def _headers(ep: Endpoint) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ep.api_key}"} if ep.api_key else {}
+
+
+def request(ep: Endpoint, method: str, path: str, *, json_body: dict | None = None, stream: bool = False, timeout=None):
+    """One HTTP call with timeouts; turns a dead server or an error status into one clear sentence.
+
+    ``timeout`` bounds each read (default: the endpoint's); connecting is bounded at 5 s. If the
+    server does not answer, the endpoint's liveness check runs first, so a crashed server is
+    reported as such. Returns the ``requests`` response (status below 400).
+    """
+    import requests
+
+    url = ep.base_url + path
+    try:
+        r = _thread_session().request(
+            method, url, json=json_body, headers=_headers(ep), stream=stream, timeout=(5, timeout or ep.timeout)
+        )
+    except requests.RequestException as exc:
+        ep.raise_if_dead()
+        raise UserError(
+            f"{ep.name} at {url} did not answer ({type(exc).__name__}) within {timeout or ep.timeout:.0f} s; "
+            "check that it is running and not overloaded."
+        ) from exc
+    if r.status_code == 401:
+        raise UserError(f"{ep.name} refused the request to {path} (401 Unauthorized); pass the server's API key.")
+    if r.status_code >= 400:
+        try:
+            msg = r.json().get("error", {}).get("message", r.text[:200])
+        except ValueError:
+            msg = r.text[:200]
+        raise UserError(f"{ep.name} answered {r.status_code} to {path} ({msg}); check the request.")
+    return r
+
+
+# =========================================================================== chat
+
+
+@dataclass
+class ChatResult:
+    client: str
+    content: str
+    finish_reason: str | None
+    usage: dict
+    timings: dict | None
+    seconds: float
+    raw: dict = field(repr=False)
+
+    def fields(self) -> dict:
+        """The response fields worth showing: choice, usage, llama.cpp's server-side timings."""
+        return {
+            "client": self.client,
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.usage.get("prompt_tokens"),
+            "completion_tokens": self.usage.get("completion_tokens"),
+            "server_prompt_ms": round(self.timings["prompt_ms"], 1) if self.timings else None,
+            "server_predicted_per_second": round(self.timings["predicted_per_second"], 1) if self.timings else None,
+            "client_seconds": round(self.seconds, 3),
+        }
+
+    @classmethod
+    def from_response(cls, client: str, raw: dict, seconds: float) -> ChatResult:
+        """Read an OpenAI-style chat completion given as a dict (llama-server's JSON, the binding's result)."""
+        choice = raw["choices"][0]
+        return cls(
+            client=client,
+            content=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            usage=dict(raw.get("usage") or {}),
+            timings=raw.get("timings"),  # llama.cpp's server-side timings; absent elsewhere
+            seconds=seconds,
+            raw=dict(raw),
+        )
+
+
+def _chat_body(
+    ep: Endpoint, messages: list[dict] | None, max_tokens: int, temperature: float, seed: int, **extra: Any
+) -> dict:
+    if not ep.chat_template:
+        raise UserError(
+            f"The model behind {ep.name} has no chat template, so a chat request cannot be formatted for it; "
+            "use an instruction-tuned model (e.g. smollm2-135m-instruct) or the /completion endpoint."
+        )
+    body = {
+        "model": ep.model,
+        "messages": messages or chapter_messages(),
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        # llama.cpp extension: recompute the prompt every time, so repeated requests measure the
+        # same work and greedy outputs do not depend on what an earlier request left in the cache
+        "cache_prompt": False,
+    }
+    body.update(extra)
+    return body
+
+
+def chat_requests(
+    target: ManagedServer | Endpoint,
+    messages: list[dict] | None = None,
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = SEED,
+    **extra: Any,
+) -> ChatResult:
+    """POST /v1/chat/completions with plain ``requests``."""
+    ep = _as_endpoint(target)
+    body = _chat_body(ep, messages, max_tokens, temperature, seed, **extra)
+    t0 = time.perf_counter()
+    r = request(ep, "POST", "/v1/chat/completions", json_body=body)
+    seconds = time.perf_counter() - t0
+    return ChatResult.from_response("requests", r.json(), seconds)
+
+
+def chat_openai(
+    target: ManagedServer | Endpoint,
+    messages: list[dict] | None = None,
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = SEED,
+) -> ChatResult:
+    """The same request through the ``openai`` client pointed at the local server."""
+    import openai
+
+    ep = _as_endpoint(target)
+    body = _chat_body(ep, messages, max_tokens, temperature, seed)
+    client = openai.OpenAI(
+        base_url=ep.base_url + "/v1",
+        api_key=ep.api_key or "sk-no-key-required",  # the client insists on a key; llama-server ignores it if unset
+        timeout=ep.timeout,
+        max_retries=0,  # a retry would hide a dead server behind more waiting
+    )
+    t0 = time.perf_counter()
+    try:
+        completion = client.chat.completions.create(
+            model=body["model"],
+            messages=body["messages"],
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            extra_body={"cache_prompt": False},
+        )
+    except openai.AuthenticationError as exc:
+        raise UserError(f"{ep.name} refused the request (401 Unauthorized); pass the server's API key.") from exc
+    except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+        ep.raise_if_dead()
+        raise UserError(
+            f"{ep.name} at {ep.base_url} did not answer ({type(exc).__name__}); check that it is running."
+        ) from exc
+    finally:
+        client.close()
+    seconds = time.perf_counter() - t0
+    # model_dump keeps llama.cpp's extra "timings" field, which the pydantic model does not declare
+    return ChatResult.from_response("openai", completion.model_dump(), seconds)
+
+
+# =========================================================================== native endpoints
+
+
+def tokenize(target: ManagedServer | Endpoint, text: str, timeout: float | None = None) -> list[int]:
+    """POST /tokenize: the token ids the served model's tokenizer gives ``text`` (no BOS or other special tokens)."""
+    r = request(_as_endpoint(target), "POST", "/tokenize", json_body={"content": text}, timeout=timeout)
+    return list(r.json()["tokens"])
+
+
+def complete(
+    target: ManagedServer | Endpoint,
+    prompt: str | list[int],
+    n_predict: int = 64,
+    *,
+    temperature: float = 0.0,
+    seed: int = SEED,
+    cache_prompt: bool = False,
+    timeout: float | None = None,
+    **extra: Any,
+) -> dict:
+    """POST /completion, llama.cpp's native endpoint: plain text (or token ids) in, no chat template.
+
+    Works for base models. Returns the response JSON (``content``, ``timings``, ``tokens_predicted``, ...);
+    ``extra`` adds request fields (e.g. ``n_probs``, ``ignore_eos``).
+    """
+    body = {
+        "prompt": prompt,
+        "n_predict": n_predict,
+        "temperature": temperature,
+        "seed": seed,
+        "cache_prompt": cache_prompt,
+        **extra,
+    }
+    return request(_as_endpoint(target), "POST", "/completion", json_body=body, timeout=timeout).json()
+
+
+# =========================================================================== streaming latency
+
+
+@dataclass
+class StreamTiming:
+    ttft_ms: float
+    tpot_ms: float | None
+    e2e_ms: float
+    output_tokens: int
+    text: str
+
+
+def stream_chat(
+    target: ManagedServer | Endpoint,
+    messages: list[dict] | None = None,
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = SEED,
+    **extra: Any,
+) -> StreamTiming:
+    """One streamed chat request, timed on the client: first token, per output token, end to end.
+
+    ``extra`` adds request fields, e.g. llama.cpp's ``ignore_eos=True`` to force a long answer.
+    """
+    import requests
+
+    ep = _as_endpoint(target)
+    body = _chat_body(
+        ep, messages, max_tokens, temperature, seed, stream=True, stream_options={"include_usage": True}, **extra
+    )
+    deadline = time.monotonic() + ep.timeout  # a total bound, on top of the per-read timeout
+    t0 = time.perf_counter()
+    r = request(ep, "POST", "/v1/chat/completions", json_body=body, stream=True)
+    first: float | None = None
+    done = False
+    chunks = 0
+    usage: dict = {}
+    parts: list[str] = []
+    try:
+        for line in r.iter_lines():
+            if time.monotonic() > deadline:
+                raise UserError(f"{ep.name} streamed for more than {ep.timeout:.0f} s; lower max_tokens.")
+            if not line.startswith(b"data: "):
+                continue
+            data = line[6:].strip()
+            if data == b"[DONE]":
+                done = True
+                break
+            obj = json.loads(data)
+            if obj.get("usage"):
+                usage = obj["usage"]
+            for choice in obj.get("choices", []):
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    if first is None:
+                        first = time.perf_counter()
+                    chunks += 1
+                    parts.append(delta)
+    except (requests.RequestException, ValueError) as exc:
+        ep.raise_if_dead()
+        raise UserError(f"The stream from {ep.name} broke off ({type(exc).__name__}); check the server log.") from exc
+    finally:
+        r.close()
+    end = time.perf_counter()
+    if not done:  # the connection closed before the end marker: the server died or cut us off
+        ep.raise_if_dead()
+        raise UserError(f"The stream from {ep.name} ended without its [DONE] marker; check the server log.")
+    if first is None:
+        ep.raise_if_dead()
+        raise UserError(f"{ep.name} streamed no tokens; check the model and max_tokens.")
+    n_out = int(usage.get("completion_tokens") or chunks)
+    return StreamTiming(
+        ttft_ms=(first - t0) * 1000,
+        tpot_ms=(end - first) * 1000 / (n_out - 1) if n_out > 1 else None,
+        e2e_ms=(end - t0) * 1000,
+        output_tokens=n_out,
+        text="".join(parts),
+    )
+
+
+def measure_latency(
+    target: ManagedServer | Endpoint,
+    n_requests: int = 5,
+    max_tokens: int = 64,
+    messages: list[dict] | None = None,
+    time_budget_s: float = 120.0,
+):
+    """``n_requests`` sequential streamed requests (stopping early at the time budget); one row each."""
+    import pandas as pd
+
+    rows = []
+    deadline = time.monotonic() + time_budget_s
+    for i in range(n_requests):
+        if time.monotonic() > deadline:
+            break
+        t = stream_chat(target, messages, max_tokens=max_tokens)
+        rows.append({"request": i + 1, **{k: v for k, v in asdict(t).items() if k != "text"}})
+    return pd.DataFrame(rows)
+
+
+def latency_summary(df) -> Any:
+    """Median and 95th percentile of each latency column (in ms)."""
+    import pandas as pd
+
+    cols = [c for c in ("ttft_ms", "tpot_ms", "e2e_ms") if c in df]
+    out = pd.DataFrame(
+        {
+            "median": [df[c].median() for c in cols],
+            "p95": [df[c].quantile(0.95) for c in cols],
+            "n": [int(df[c].count()) for c in cols],
+        },
+        index=pd.Index(["time to first token (ms)", "time per output token (ms)", "end-to-end (ms)"][: len(cols)]),
+    )
+    return out.round(1)
+
+
+# =========================================================================== the page at "/"
+
+
+def probe_root(target: ManagedServer | Endpoint) -> dict:
+    """What the server answers at "/": status, content type, and the start of the body."""
+    ep = _as_endpoint(target)
+    import requests
+
+    try:
+        r = _thread_session().get(ep.base_url + "/", timeout=(5, 10), headers={"Accept-Encoding": "gzip"})
+    except requests.RequestException as exc:
+        ep.raise_if_dead()
+        raise UserError(f"{ep.name} did not answer at / ({type(exc).__name__}); check that it is running.") from exc
+    body = r.text
+    title = re.search(r"<title>(.*?)</title>", body, re.S | re.I)
+    return {
+        "status": r.status_code,
+        "content_type": r.headers.get("Content-Type", ""),
+        "bytes": len(r.content),
+        "title": title.group(1).strip() if title else "",
+        "body_start": body[:120],
+    }
