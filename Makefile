@@ -12,7 +12,7 @@ MODEL ?= smollm2-135m-instruct
 # papermill parameters for `make book`, e.g. make book MODEL=gemma-3-270m or MODEL=/path/to/model.gguf
 BOOK_ARGS ?=
 
-.PHONY: help setup book notebooks html test lint format lab bench clean
+.PHONY: help setup book notebooks html test test-fast lint format lab bench clean
 help:
 	@sed -n '1,6p' Makefile
 
@@ -35,16 +35,21 @@ setup: $(VENV)/.deps
 
 # ---------------------------------------------------------------- book
 notebooks: setup
-	$(PY) -m localllms.book run-notebooks --model "$(MODEL)" $(BOOK_ARGS)
+	$(PY) -m localllms run-notebooks --model "$(MODEL)" $(BOOK_ARGS)
 
 html: setup
-	$(PY) -m localllms.book build-html
+	$(PY) -m localllms build-html
 
 book: notebooks html
 	@echo "==> the book is at _build/html/index.html"
 
+# JupyterLab on the notebooks, on localhost only; as root (containers) it needs --allow-root.
+LAB_PORT ?= 8888
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	@echo "==> JupyterLab: open http://127.0.0.1:$(LAB_PORT)/lab with the token, i.e. the URL that Jupyter prints below"
+	@echo "    (it listens on 127.0.0.1 only, not on other addresses; stop it with Ctrl-C; another port: make lab LAB_PORT=8899)"
+	@$(VENV)/bin/jupyter lab notebooks/ --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.port_retries=0 \
+	  $$([[ $$(id -u) -eq 0 ]] && echo --allow-root)
 
 # ---------------------------------------------------------------- checks
 lint: $(VENV)/.deps
@@ -59,6 +64,10 @@ format: $(VENV)/.deps
 # (masked as notebooks/nbval-sanitize.cfg says), in one pytest run with one summary line.
 test: setup lint
 	$(PY) -m pytest tests notebooks -v --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval-sanitize.cfg
+
+# The unit tests alone: no llama.cpp build, no model, a few seconds.
+test-fast: $(VENV)/.deps lint
+	$(PY) -m pytest tests/unit -q
 
 bench: setup
 	$(PY) scripts/bench.py

@@ -1,7 +1,11 @@
-"""Command line: ``python -m localllms {build,models,prompts,reference,quant-types}``.
+"""Command line: ``python -m localllms COMMAND`` (``--help`` lists them).
 
-Each command does one job and ends with a parseable summary (``key: value`` lines,
-or JSON with ``--json``), in the manner of llama.cpp's own tools.
+Each command does one job and ends with a parseable summary (``key: value`` lines, a
+table, or JSON with ``--json``), in the manner of llama.cpp's own tools:
+
+* the stages: ``build``, ``models``, ``reference``, ``prompts``, ``quant-types``;
+* the case study without a notebook: ``study`` (same code, CSV and store rows as the notebook);
+* the book: ``run-notebooks``, ``build-html``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from . import corpus
+from . import corpus, defaults
 from .errors import UserError
 
 
@@ -92,6 +96,69 @@ def cmd_prompts(args: argparse.Namespace) -> None:
     )
 
 
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    from . import provenance, study
+    from .metrics import rounding
+
+    config = study.StudyConfig(  # checks every value before anything heavy runs
+        model=args.model,
+        quant_types=tuple(args.quants),
+        num_prompts=args.prompts,
+        min_prompt_length=args.min_length,
+        max_prompt_length=args.max_length,
+        threads=args.threads,
+        repetitions=args.repetitions,
+        n_prompt=args.n_prompt,
+        n_gen=args.n_gen,
+        corpus_source=args.corpus,
+    )
+    result = study.run(config)
+    df = result.rows
+    if args.json:
+        print(df.to_json(orient="records", indent=2))
+        return
+    print(provenance.line(result.build, result.model, config.n_threads))
+    print(f"reference: {result.reference.label}; {int(df['n_tokens'].iloc[0])} scored tokens from "
+          f"{int(df['n_prompts'].iloc[0])} prompts ({result.prompts.source.name})")  # fmt: skip
+    print()
+    print(study.case_study_table(df).to_markdown())
+    print()
+    digits = rounding()
+    for r in df.to_dict("records"):  # one parseable line per model
+        fields = [f"quant={r['quant']}", f"size_mib={r['size_mib']:.2f}", f"bpw={r['bpw']:.3f}",
+                  *(f"{k}={r[k]:.{digits[k]}f}" for k in ("ppl_q", "ppl_ratio_pct", "kld_mean", "kld_p99", "same_top_pct")),
+                  f"pp_tps={r['pp_tps']:.2f}", f"tg_tps={r['tg_tps']:.2f}"]  # fmt: skip
+        print("study: " + " ".join(fields))
+    print(f"csv: {result.csv}")
+
+
+def _parameters(pairs: list[list[str]]) -> dict:
+    params = {}
+    for name, value in pairs:
+        try:
+            params[name] = json.loads(value)
+        except ValueError:
+            params[name] = value
+    return params
+
+
+def cmd_run_notebooks(args: argparse.Namespace) -> None:
+    from . import book
+
+    for path in book.run_notebooks(args.model, _parameters(args.param), args.only):
+        print(f"executed: {path}")
+
+
+def cmd_build_html(args: argparse.Namespace) -> None:
+    from . import book
+
+    print(f"book: {book.build_html()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localllms", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -119,6 +186,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", choices=["auto", "wikitext", "offline"], default="auto")
     p.add_argument("--out-dir", type=Path, default=None, help="where to write the prompts file (default data/prompts)")
     p.set_defaults(func=cmd_prompts)
+
+    p = sub.add_parser("study", help="run the quantization study without a notebook and print its table")
+    p.add_argument("model", nargs="?", default=defaults.DEFAULT_MODEL, help="catalog name, .gguf path or hub file")
+    p.add_argument("--quants", type=_csv_list, default=list(defaults.QUANT_TYPES), help="comma-separated quant types")
+    p.add_argument("--prompts", type=int, default=defaults.NUM_PROMPTS, help="number of prompts")
+    p.add_argument("--min-length", type=int, default=defaults.MIN_PROMPT_LENGTH)
+    p.add_argument("--max-length", type=int, default=defaults.MAX_PROMPT_LENGTH)
+    p.add_argument("--threads", type=int, default=None, help="default: every core")
+    p.add_argument("--repetitions", type=int, default=defaults.REPETITIONS, help="llama-bench -r")
+    p.add_argument("--n-prompt", type=int, default=defaults.N_PROMPT, help="llama-bench -p")
+    p.add_argument("--n-gen", type=int, default=defaults.N_GEN, help="llama-bench -n")
+    p.add_argument("--corpus", choices=["auto", "wikitext", "offline"], default=defaults.CORPUS_SOURCE)
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("run-notebooks", help="execute the book's notebooks with papermill")
+    p.add_argument("--model", default=defaults.DEFAULT_MODEL)
+    p.add_argument("--only", nargs="*", help="notebook names to run (default: all)")
+    p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="another papermill parameter (value parsed as JSON when it can be)")  # fmt: skip
+    p.set_defaults(func=cmd_run_notebooks)
+
+    p = sub.add_parser("build-html", help="build the HTML book from the executed notebooks")
+    p.set_defaults(func=cmd_build_html)
 
     args = parser.parse_args(argv)
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from .build import BuildInfo, current_build
 from .errors import UserError
 from .models import ResolvedModel
-from .paths import cache_dir
+from .paths import cache_dir, code_key, content_key, write_atomic
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def llama_bench(
     reuses the measurement and a changed setting measures again.
     """
     build = build or current_build()
-    key = f"{model.sha256[:16]}-{build.key}-t{threads}-r{repetitions}-p{n_prompt}-n{n_gen}"
+    key = content_key(code_key("bench"), model.sha256, build.key, threads, repetitions, n_prompt, n_gen)
     cached = cache_dir("bench") / f"{key}.json"
     if use_cache and cached.exists():
         return Throughput(**json.loads(cached.read_text()))
@@ -65,13 +65,23 @@ def llama_bench(
         raise UserError(
             f"llama-bench failed on {model.path.name} (exit {proc.returncode}): " + proc.stderr.strip().splitlines()[-1]
         )
-    rows = json.loads(proc.stdout)
-    # A zero size skips that test (llama-bench -p 0 or -n 0): its figures are then NaN.
+    result = parse_llama_bench(json.loads(proc.stdout), model.sha256, n_prompt, n_gen, repetitions, threads)
+    write_atomic(cached, json.dumps(asdict(result)))
+    return result
+
+
+def parse_llama_bench(
+    rows: list[dict], model_sha256: str, n_prompt: int, n_gen: int, repetitions: int, threads: int
+) -> Throughput:
+    """One Throughput from llama-bench's JSON rows (one row per test: pp, then tg).
+
+    A zero size skips that test (llama-bench -p 0 or -n 0): its figures are then NaN.
+    """
     missing = {"avg_ts": float("nan"), "stddev_ts": float("nan"), "samples_ts": [], "test_time": ""}
-    pp = next((r for r in rows if r["n_prompt"] == n_prompt and r["n_gen"] == 0), missing)
-    tg = next((r for r in rows if r["n_gen"] == n_gen and r["n_prompt"] == 0), missing)
-    result = Throughput(
-        model_sha256=model.sha256,
+    pp = next((r for r in rows if r["n_prompt"] == n_prompt and r["n_gen"] == 0), missing) if n_prompt else missing
+    tg = next((r for r in rows if r["n_gen"] == n_gen and r["n_prompt"] == 0), missing) if n_gen else missing
+    return Throughput(
+        model_sha256=model_sha256,
         pp_tps=pp["avg_ts"],
         pp_sd=pp["stddev_ts"],
         tg_tps=tg["avg_ts"],
@@ -84,8 +94,6 @@ def llama_bench(
         tg_samples=list(tg["samples_ts"]),
         measured_at=tg["test_time"] or pp["test_time"],
     )
-    cached.write_text(json.dumps(asdict(result)))
-    return result
 
 
 def bytes_per_token(path: Path) -> int:
@@ -143,15 +151,17 @@ class Bandwidth:
 
 def memory_bandwidth(threads: int, buffer_mib: int = 1024, repetitions: int = 10) -> Bandwidth:
     """Measure the machine's memory read bandwidth (best of ``repetitions``), in GB/s."""
-    exe = cache_dir("bench") / "membw"
+    exe = cache_dir("bench") / f"membw-{content_key(_MEMBW_C)}"
     if not exe.exists():
         src = exe.with_suffix(".c")
         src.write_text(_MEMBW_C)
+        partial = exe.with_name(exe.name + ".partial")
         proc = subprocess.run(
-            ["cc", "-O3", "-march=native", "-fopenmp", str(src), "-o", str(exe)], capture_output=True, text=True
+            ["cc", "-O3", "-march=native", "-fopenmp", str(src), "-o", str(partial)], capture_output=True, text=True
         )
         if proc.returncode != 0:
             raise UserError("Could not compile the bandwidth benchmark: " + proc.stderr.strip().splitlines()[-1])
+        partial.replace(exe)
     time.sleep(0.1)
     proc = subprocess.run(
         [str(exe), str(buffer_mib), str(repetitions), str(threads)], capture_output=True, text=True, check=True

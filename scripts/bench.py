@@ -20,11 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from localllms import bench, corpus, evaluate
+from localllms import bench, corpus, defaults, evaluate
 from localllms.build import current_build, use_build_for_binding
 from localllms.models import DEFAULT_MODEL, resolve
 from localllms.paths import PROJECT_ROOT, cache_dir
 from localllms.quantize import make_reference, quantize
+from localllms.study.crosscheck import run_llama_perplexity
 
 ROWS: list[tuple[str, float, str, str, str]] = []
 
@@ -41,7 +42,7 @@ def evaluator_speed(ref, var, text: str, threads: int, n_ctx: int, build) -> Non
     work = Path(tempfile.mkdtemp())
     text_file = work / "prompts.txt"
     text_file.write_text(text)
-    tool = evaluate.run_llama_perplexity(ref, var, text_file, n_ctx, threads, work, build)
+    tool = run_llama_perplexity(ref, var, text_file, n_ctx, threads, work, build)
     started = time.perf_counter()
     stats, _ = evaluate.evaluate_windows(ref, var, text, n_ctx, threads, build)
     ours_s = time.perf_counter() - started
@@ -72,7 +73,7 @@ def kl_storage(ref, var, prompts: list[str], threads: int, tool_bytes: int, buil
     old = os.environ.get("LOCALLLMS_CACHE")
     os.environ["LOCALLLMS_CACHE"] = str(tmp)
     try:
-        evaluate.evaluate_prompts(ref, [var], prompts, threads, build, progress=False)
+        evaluate.evaluate_prompts(ref, [var], prompts, threads, build, progress_bars=False)
         written = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
     finally:
         if old is None:
@@ -97,8 +98,8 @@ def incremental_rebuild() -> None:
     env = {**os.environ, "LOCALLLMS_CACHE": tempfile.mkdtemp(), "LOCALLLMS_BUILD_INFO": str(info_file)}
     # `make book` minus its setup step (venv, compile): the two commands it runs after setup.
     cmds = [
-        [sys.executable, "-m", "localllms.book", "run-notebooks"],
-        [sys.executable, "-m", "localllms.book", "build-html"],
+        [sys.executable, "-m", "localllms", "run-notebooks"],
+        [sys.executable, "-m", "localllms", "build-html"],
     ]
 
     def timed() -> float:
@@ -116,9 +117,9 @@ def incremental_rebuild() -> None:
 def one_more_variant(ref, prompts: list[str], threads: int, build) -> None:
     """4b. Adding one quant type recomputes that variant only."""
     variants = [quantize(ref, q, build) for q in ("Q4_K_M", "Q8_0")]
-    evaluate.evaluate_prompts(ref, variants, prompts, threads, build, progress=False)
+    evaluate.evaluate_prompts(ref, variants, prompts, threads, build, progress_bars=False)
     extra = quantize(ref, "Q5_K_S", build)
-    run = evaluate.evaluate_prompts(ref, [*variants, extra], prompts, threads, build, progress=False)
+    run = evaluate.evaluate_prompts(ref, [*variants, extra], prompts, threads, build, progress_bars=False)
     recomputed = {k: v for k, v in run.computed.items() if v}
     print(f"4b. adding Q5_K_S recomputed: {recomputed or 'nothing (already cached)'}; other variants: 0 passes")
     ROWS.append(
@@ -149,7 +150,7 @@ def setup_cost(build) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=defaults.threads())
     parser.add_argument("--rebuild", action="store_true", help="also time a cold and an unchanged `make book`")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args()

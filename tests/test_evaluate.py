@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from localllms import evaluate, report
+from localllms import evaluate, metrics, store, study
 from localllms.corpus import build_prompts
-from localllms.errors import UserError
 from localllms.quantize import quantize
+from localllms.study.crosscheck import compare, run_llama_perplexity
 
 
 @pytest.fixture(scope="module")
@@ -59,53 +59,17 @@ def test_identical_models_have_zero_divergence(real_logits) -> None:
     assert np.array_equal(stats.nll_base, stats.nll_q)
 
 
-def test_summary_definitions() -> None:
-    rng = np.random.default_rng(0)
-    parts = []
-    for n in (5, 9, 14):
-        nb = rng.uniform(1, 4, n)
-        parts.append(
-            evaluate.TokenStats(nb, nb + rng.uniform(0, 0.5, n), rng.uniform(0, 1, n), rng.uniform(size=n) > 0.3)
-        )
-    s = evaluate.summarize(parts)
-    ratios = np.array([np.exp(p.nll_q.mean()) / np.exp(p.nll_base.mean()) for p in parts])
-    assert s["ppl_ratio_pct"] == pytest.approx(100 * (ratios.mean() - 1))
-    assert s["ppl_ratio_se"] == pytest.approx(100 * ratios.std(ddof=1) / np.sqrt(3))
-    lq = np.log([np.exp(p.nll_q.mean()) for p in parts])
-    lb = np.log([np.exp(p.nll_base.mean()) for p in parts])
-    assert s["ln_ppl_corr_pct"] == pytest.approx(100 * np.corrcoef(lq, lb)[0, 1])
-    allk = np.concatenate([p.kld for p in parts])
-    assert s["kld_mean"] == pytest.approx(allk.mean())
-    assert s["kld_p99"] == pytest.approx(np.percentile(allk, 99))
-    assert s["n_tokens"] == 28
-
-
-def test_vocabulary_mismatch_is_refused() -> None:
-    with pytest.raises(UserError, match="different vocabularies"):
-        evaluate.token_stats(np.zeros((2, 5), np.float32), np.zeros((2, 6), np.float32), np.array([0, 1]))
-
-
-def test_windows_follow_llama_perplexity() -> None:
-    tokens = np.arange(10, 35)  # 25 tokens, n_ctx 8: three whole chunks, the rest dropped
-    chunks = evaluate.windows(tokens, 8, bos=1)
-    assert len(chunks) == 3
-    chunk, targets, first = chunks[1]
-    assert first == 4 and chunk[0] == 1 and list(chunk[1:]) == list(range(19, 26))
-    assert list(targets) == [23, 24, 25]  # predicted from positions 4..6
-
-
 def test_evaluator_agrees_with_llama_perplexity(reference, q2k, prompts, build, tmp_path) -> None:
     """Same tokens, same build: our numbers within the stated tolerance of the tool's."""
     text_file = tmp_path / "prompts.txt"
     text_file.write_text(prompts.as_text())
-    tool = evaluate.run_llama_perplexity(reference, q2k, text_file, 256, 2, tmp_path, build, max_chunks=4)
+    tool = run_llama_perplexity(reference, q2k, text_file, 256, 2, tmp_path, build, max_chunks=4)
     stats, _ = evaluate.evaluate_windows(reference, q2k, prompts.as_text(), 256, 2, build, max_chunks=4)
-    ours = evaluate.token_level_summary(stats)
+    ours = metrics.summarize([stats])
     assert tool.n_chunks == 4 and ours["n_tokens"] == 4 * 127
-    rows = evaluate.compare_with_tool(ours, tool)
-    bad = [r for r in rows if not r["within"]]
-    assert not bad, bad
-    assert tool.kld_mean > 0.05  # a real difference was measured, not two zeros
+    table = compare(ours, tool.values)
+    assert table["within"].all(), table
+    assert tool.values["kld_mean"] > 0.05  # a real difference was measured, not two zeros
 
 
 def test_prompt_evaluation_resumes_and_adds_only_new_work(reference, q2k, build, tmp_path, monkeypatch) -> None:
@@ -114,13 +78,13 @@ def test_prompt_evaluation_resumes_and_adds_only_new_work(reference, q2k, build,
         "The quick brown fox jumps over the lazy dog near the river bank today. " * 2,
         "Paris is the capital of France. " * 4,
     ]
-    first = evaluate.evaluate_prompts(reference, [reference, q2k], texts, 2, build, progress=False)
+    first = evaluate.evaluate_prompts(reference, [reference, q2k], texts, 2, build, progress_bars=False)
     assert first.computed == {reference.display: 2, "Q2_K": 2}
-    again = evaluate.evaluate_prompts(reference, [reference, q2k], texts, 2, build, progress=False)
+    again = evaluate.evaluate_prompts(reference, [reference, q2k], texts, 2, build, progress_bars=False)
     assert again.computed == {reference.display: 0, "Q2_K": 0}
     assert again.summary("Q2_K") == pytest.approx(first.summary("Q2_K"), nan_ok=True)
     q8 = quantize(reference, "Q8_0", build)
-    more = evaluate.evaluate_prompts(reference, [reference, q2k, q8], texts, 2, build, progress=False)
+    more = evaluate.evaluate_prompts(reference, [reference, q2k, q8], texts, 2, build, progress_bars=False)
     assert more.computed == {reference.display: 0, "Q2_K": 0, "Q8_0": 2}
     assert more.summary("Q8_0")["kld_mean"] < more.summary("Q2_K")["kld_mean"]
     # what is kept per prompt is a few numbers per token, not a vocabulary-sized row
@@ -129,15 +93,16 @@ def test_prompt_evaluation_resumes_and_adds_only_new_work(reference, q2k, build,
 
 
 def test_small_study_end_to_end(tmp_path) -> None:
-    config = report.StudyConfig(
+    config = study.StudyConfig(
         quant_types=("Q4_K_M", "Q8_0"), num_prompts=5, repetitions=2, n_prompt=32, n_gen=8, corpus_source="offline"
     )
-    store = tmp_path / "results.duckdb"
-    study = report.quantization_study(config, progress=False, store=store, prompts_dir=tmp_path)
-    df = study.rows
+    store_path = tmp_path / "results.duckdb"
+    kw = {"progress_bars": False, "store_path": store_path, "prompts_dir": tmp_path, "results_dir": tmp_path}
+    result = study.run(config, **kw)
+    df = result.rows
     assert list(df["quant"]) == ["F16 expanded from Q4_1", "Q4_K_M", "Q8_0"]
     assert (df["reference_label"] == "F16 expanded from Q4_1").all()
-    needed = "model quant reference_label size_mib bpw ppl ppl_ratio_pct ppl_ratio_se ln_ppl_corr_pct kld_mean kld_se kld_median kld_p99 same_top_pct pp_tps pp_sd tg_tps tg_sd threads n_prompts llama_cpp_commit cpu model_sha256".split()
+    needed = "model quant reference_label size_mib bpw ppl_q ppl_ratio_pct ppl_ratio_se ln_ppl_corr_pct kld_mean kld_se kld_median kld_p99 same_top_pct pp_tps pp_sd tg_tps tg_sd threads n_prompts llama_cpp_commit cpu model_sha256".split()
     assert not set(needed) - set(df.columns)
     base = df.iloc[0]
     assert base["kld_mean"] == 0 and base["ppl_ratio_pct"] == 0 and base["same_top_pct"] == 100
@@ -145,19 +110,7 @@ def test_small_study_end_to_end(tmp_path) -> None:
     assert (df["size_mib"].iloc[1:] < base["size_mib"]).all()
     assert (df["tg_tps"] > 0).all() and (df["pp_sd"] >= 0).all()
     # a rerun replaces its rows in the store instead of adding to them
-    report.quantization_study(config, progress=False, store=store, prompts_dir=tmp_path)
-    counts = report.query("SELECT quant, count(*) AS n FROM quantization GROUP BY quant", store)
+    study.run(config, **kw)
+    counts = store.query("SELECT quant, count(*) AS n FROM quantization GROUP BY quant", store_path)
     assert len(counts) == 3 and (counts["n"] == 1).all()
     assert list((tmp_path).glob("quantization-smollm2-135m-instruct-*.csv"))
-
-
-def test_pareto_and_roofline_arithmetic() -> None:
-    import pandas as pd
-
-    df = pd.DataFrame({"quant": ["a", "b", "c", "d"], "size_mib": [10, 20, 30, 40], "kld_mean": [0.5, 0.6, 0.1, 0.05],
-                       "tg_tps": [100.0, 50, 40, 30], "bytes_per_token": [1e8, 2e8, 3e8, 4e8]})  # fmt: skip
-    assert report.pareto_front(df) == ["a", "c", "d"]
-    roof = report.roofline_table(df, bandwidth_gbs=20.0)
-    assert roof.loc["a", "Achieved read (GB/s)"] == 10.0
-    assert roof.loc["a", "Share of bandwidth (%)"] == 50.0
-    assert roof.loc["d", "Roofline limit (tok/s)"] == 50.0

@@ -1,0 +1,170 @@
+"""The quality metrics of a variant against its reference, each declared once.
+
+The evaluator (``evaluate.py``) keeps, per scored position, the record in
+:class:`localllms.evaluate.TokenStats`: both models' negative log-likelihood of the
+next token, the KL divergence of the variant from the reference, and whether both
+rank the same token first. Every metric below is a function of those records, and is
+declared once in ``METRICS`` with its column name, its table heading, its printed
+rounding and, when ``llama-perplexity`` prints the same statistic, the label of that
+line and the tolerance of the cross-check. The summary, the CSV columns, the quality
+table and the cross-check all read this one list.
+
+To add a metric: write its function of a :class:`Sample` and add one ``Metric(...)``
+line. Definitions, as in the case study (per prompt *i*, over its positions):
+
+* ``PPL_i = exp(mean NLL)``; Avg PPL ratio = mean_i PPL_i(Q) / PPL_i(base);
+* ``Corr(ln PPL_i(Q), ln PPL_i(base))`` across prompts (the case study's) and across
+  tokens (llama-perplexity's);
+* KL divergence per position ``sum_v p_base(v) (ln p_base(v) - ln p_Q(v))``;
+* same top token: share of positions where both argmax tokens agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .evaluate import TokenStats
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a metric is computed from: the token records of each prompt (or chunk)."""
+
+    prompts: Sequence[TokenStats]
+
+    @cached_property
+    def tokens(self) -> TokenStats:
+        """All prompts' records joined: the token-level view llama-perplexity takes."""
+        from .evaluate import TokenStats
+
+        return TokenStats.concat(self.prompts)
+
+    @cached_property
+    def ppl_per_prompt(self) -> tuple[np.ndarray, np.ndarray]:
+        """(PPL_i(Q), PPL_i(base)) for every prompt."""
+        q = np.array([np.exp(s.nll_q.mean()) for s in self.prompts])
+        b = np.array([np.exp(s.nll_base.mean()) for s in self.prompts])
+        return q, b
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One quality metric: how it is computed, named, rounded and cross-checked."""
+
+    name: str  # column in the results CSV and the store
+    label: str  # heading in the quality table
+    compute: Callable[[Sample], float]
+    digits: int  # rounding wherever the book prints it
+    tool: str | None = None  # regex of the label llama-perplexity prints it under
+    tolerance: tuple[str, float] | None = None  # ("rel" | "abs", bound) against the tool
+    table: bool = False  # shown in the quality table (compared by nbval)
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+def _se(x: np.ndarray) -> float:
+    return float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(100 * np.corrcoef(a, b)[0, 1])
+
+
+def ppl_q(s: Sample) -> float:
+    return float(np.exp(s.tokens.nll_q.mean()))
+
+
+def ppl_base(s: Sample) -> float:
+    return float(np.exp(s.tokens.nll_base.mean()))
+
+
+def ln_ppl_ratio(s: Sample) -> float:
+    return float(s.tokens.nll_q.mean() - s.tokens.nll_base.mean())
+
+
+def ppl_ratio_pct(s: Sample) -> float:
+    q, b = s.ppl_per_prompt
+    return float(100 * ((q / b).mean() - 1))
+
+
+def ppl_ratio_se(s: Sample) -> float:
+    q, b = s.ppl_per_prompt
+    return 100 * _se(q / b)
+
+
+def prompt_ln_ppl_corr_pct(s: Sample) -> float:
+    q, b = s.ppl_per_prompt
+    return _corr(np.log(q), np.log(b))
+
+
+def token_ln_ppl_corr_pct(s: Sample) -> float:
+    return _corr(s.tokens.nll_q, s.tokens.nll_base)
+
+
+def kld_mean(s: Sample) -> float:
+    return float(s.tokens.kld.mean())
+
+
+def kld_se(s: Sample) -> float:
+    return _se(s.tokens.kld)
+
+
+def kld_median(s: Sample) -> float:
+    return float(np.median(s.tokens.kld))
+
+
+def kld_p99(s: Sample) -> float:
+    return float(np.percentile(s.tokens.kld, 99))
+
+
+def same_top_pct(s: Sample) -> float:
+    return float(100 * s.tokens.same_top.mean())
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("ppl_q", "PPL", ppl_q, 3, r"Mean PPL\(Q\)", ("rel", 1e-3), table=True),
+    Metric("ppl_base", "PPL (reference)", ppl_base, 3, r"Mean PPL\(base\)", ("rel", 2e-3)),
+    Metric("ln_ppl_ratio", "ln PPL ratio", ln_ppl_ratio, 4, r"Mean ln\(PPL\(Q\)/PPL\(base\)\)", ("abs", 3e-3)),
+    Metric("ppl_ratio_pct", "PPL ratio - 1 (%)", ppl_ratio_pct, 2, table=True),
+    Metric("ppl_ratio_se", "PPL ratio - 1, se (%)", ppl_ratio_se, 2),
+    Metric("prompt_ln_ppl_corr_pct", "Corr (%)", prompt_ln_ppl_corr_pct, 2, table=True),
+    Metric(
+        "ln_ppl_corr_pct",
+        "Token corr (%)",
+        token_ln_ppl_corr_pct,
+        2,
+        r"Cor\(ln\(PPL\(Q\)\), ln\(PPL\(base\)\)\)",
+        ("abs", 0.2),
+    ),  # fmt: skip
+    Metric("kld_mean", "KLD mean", kld_mean, 4, r"Mean\s+KLD", ("rel", 0.01), table=True),
+    Metric("kld_se", "KLD se", kld_se, 4),
+    Metric("kld_median", "KLD median", kld_median, 4, r"Median\s+KLD", ("rel", 0.02)),
+    Metric("kld_p99", "KLD p99", kld_p99, 3, r"99\.0%\s+KLD", ("rel", 0.02), table=True),
+    Metric("same_top_pct", "Same top (%)", same_top_pct, 1, r"Same top p", ("abs", 0.3), table=True),
+)
+BY_NAME = {m.name: m for m in METRICS}
+CROSSCHECKED = tuple(m for m in METRICS if m.tool)
+
+
+def summarize(prompts: Sequence[TokenStats]) -> dict[str, float]:
+    """Every metric for one variant, plus the counts it rests on."""
+    sample = Sample(list(prompts))
+    return {
+        "n_prompts": len(sample.prompts),
+        "n_tokens": int(sample.tokens.kld.size),
+        **{m.name: m.compute(sample) for m in METRICS},
+    }
+
+
+def rounding() -> dict[str, int]:
+    """Column name -> printed digits, for every metric."""
+    return {m.name: m.digits for m in METRICS}

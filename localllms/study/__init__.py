@@ -1,0 +1,38 @@
+"""The quantization case study (notebooks/quantization.ipynb, ``python -m localllms study``).
+
+* ``config``: the parameters of a run (``StudyConfig``), checked before any heavy step;
+* ``pipeline``: the stages, model -> reference -> variants -> quality -> throughput -> rows;
+* ``crosscheck``: our evaluator against llama.cpp's ``llama-perplexity`` on the same tokens;
+* ``tables``, ``figures``: what the chapter shows; ``reading``: the comparison with the
+  seed chapter's quoted figures and the sentences computed from our numbers.
+
+The quality metrics themselves are declared in ``localllms.metrics``; the rows are kept
+in ``localllms.store``.
+"""
+
+from .config import StudyConfig
+from .crosscheck import CrossCheck, crosscheck
+from .figures import plot_pareto, plot_quality, plot_roofline, plot_throughput
+from .pipeline import Study, run, variant
+from .reading import reading, seed_comparison, seed_table
+from .tables import case_study_table, pareto_front, quality_table, roofline_table
+
+__all__ = [
+    "CrossCheck",
+    "Study",
+    "StudyConfig",
+    "case_study_table",
+    "crosscheck",
+    "pareto_front",
+    "plot_pareto",
+    "plot_quality",
+    "plot_roofline",
+    "plot_throughput",
+    "quality_table",
+    "reading",
+    "roofline_table",
+    "run",
+    "seed_comparison",
+    "seed_table",
+    "variant",
+]

@@ -1,0 +1,154 @@
+"""Cross-check: our evaluator against llama.cpp's own ``llama-perplexity`` on the same tokens.
+
+The prompts are joined one per line into the file llama-perplexity reads; both tools
+score it in the tool's chunks of ``n_ctx`` tokens (BOS first, the second half of each
+chunk scored). Which statistics are compared, and within what tolerance, is declared
+with each metric in ``metrics.METRICS`` (its ``tool`` label and ``tolerance``).
+
+Our numbers use exact base log-probabilities; the tool stores the base as 16-bit
+quantized log-probs and drops base probabilities below e^-16 from the KL sum, so
+base-side figures differ by that quantization, variant-side ones not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .. import evaluate, metrics
+from ..build import BuildInfo, current_build
+from ..errors import UserError
+from ..models import ResolvedModel
+from ..paths import cache_dir, code_key, content_key, write_atomic
+from .pipeline import Study, variant
+
+_NUM = r"(-?[\d.]+(?:e[-+]?\d+)?)"
+
+
+@dataclass
+class ToolResult:
+    """What llama-perplexity printed (by metric name), and what the run cost."""
+
+    values: dict[str, float]
+    n_chunks: int
+    base_logits_bytes: int
+    seconds_base: float
+    seconds_variant: float
+    command: str
+
+
+def parse_tool_output(text: str) -> dict[str, float]:
+    """The value of every cross-checked metric from llama-perplexity's --kl-divergence output."""
+    values = {}
+    for m in metrics.CROSSCHECKED:
+        found = re.search(m.tool + r"\s*:\s*" + _NUM, text)
+        if not found:
+            raise UserError(f"llama-perplexity's output has no '{m.tool}' line; read its log.")
+        values[m.name] = float(found.group(1))
+    return values
+
+
+def run_llama_perplexity(
+    reference: ResolvedModel,
+    variant: ResolvedModel,
+    text_file: Path,
+    n_ctx: int,
+    threads: int,
+    workdir: Path,
+    build: BuildInfo | None = None,
+    max_chunks: int | None = None,
+) -> ToolResult:
+    """llama-perplexity --kl-divergence-base on the reference, then --kl-divergence on the variant."""
+    build = build or current_build()
+    tool = str(build.tool("llama-perplexity"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    base_file = workdir / f"{reference.sha256[:12]}-{n_ctx}.kld"
+    common = ["-f", str(text_file), "-c", str(n_ctx), "-b", str(n_ctx), "-t", str(threads),
+              "--kl-divergence-base", str(base_file)]  # fmt: skip
+    if max_chunks:
+        common += ["--chunks", str(max_chunks)]
+
+    def run(args: list[str]) -> tuple[str, float]:
+        started = time.perf_counter()
+        proc = subprocess.run([tool, *args], capture_output=True, text=True)
+        out = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            raise UserError(f"llama-perplexity failed (exit {proc.returncode}):\n" + "\n".join(out.splitlines()[-10:]))
+        return out, time.perf_counter() - started
+
+    _, t_base = run(["-m", str(reference.path), *common])
+    out, t_var = run(["-m", str(variant.path), *common, "--kl-divergence"])
+    chunks = re.findall(r"^\s*(\d+)\s+[\d.]+\s+±", out, re.M)
+    result = ToolResult(
+        values=parse_tool_output(out),
+        n_chunks=int(chunks[-1]) if chunks else 0,
+        base_logits_bytes=base_file.stat().st_size,
+        seconds_base=t_base,
+        seconds_variant=t_var,
+        command=" ".join([Path(tool).name, "-m", variant.path.name, *common, "--kl-divergence"]),
+    )
+    base_file.unlink()  # measured; not kept (it is the file our evaluator avoids)
+    return result
+
+
+def compare(ours: dict[str, float], tool: dict[str, float]) -> pd.DataFrame:
+    """Side by side, per cross-checked metric: our value, the tool's, the difference and the verdict."""
+    rows = []
+    for m in metrics.CROSSCHECKED:
+        assert m.tolerance is not None
+        kind, tol = m.tolerance
+        a, b = float(ours[m.name]), float(tool[m.name])
+        diff = abs(a - b) if kind == "abs" else abs(a - b) / max(abs(b), 1e-12)
+        rows.append({"metric": m.name, "ours": a, "llama-perplexity": b, "difference": diff, "kind": kind,
+                     "tolerance": tol, "within": diff <= tol})  # fmt: skip
+    return pd.DataFrame(rows).set_index("metric")
+
+
+@dataclass
+class CrossCheck:
+    table: pd.DataFrame
+    tool: ToolResult
+    ours_seconds: float
+    n_ctx: int
+
+    @property
+    def agrees(self) -> bool:
+        return bool(self.table["within"].all())
+
+
+def crosscheck(study: Study, quant: str, n_ctx: int = 512, max_chunks: int | None = None) -> CrossCheck:
+    """Score the study's prompts with llama-perplexity and with our evaluator, side by side.
+
+    Cached by the code of both sides, the build, the models and the text: the same inputs
+    give the same numbers (the timings shown are then those of the first run).
+    """
+    var = variant(study, quant)
+    if n_ctx < 8:
+        raise UserError(f"CROSSCHECK_CTX must be at least 8 tokens, not {n_ctx}.")
+    text = study.prompts.as_text()
+    key = content_key(code_key("evaluate", "study.crosscheck"), study.build.key, study.reference.sha256, var.sha256,
+                      n_ctx, max_chunks, text)  # fmt: skip
+    cached = cache_dir("eval", "crosscheck") / f"{key}.json"
+    if cached.exists():
+        saved = json.loads(cached.read_text())
+        tool, ours, seconds = ToolResult(**saved["tool"]), saved["ours"], saved["ours_seconds"]
+    else:
+        workdir = cache_dir("eval", "llama-perplexity")
+        text_file = write_atomic(workdir / f"{key}.txt", text)
+        threads = study.config.n_threads
+        tool = run_llama_perplexity(study.reference, var, text_file, n_ctx, threads, workdir, study.build, max_chunks)
+        text_file.unlink()
+        stats, seconds = evaluate.evaluate_windows(study.reference, var, text, n_ctx, threads, study.build, max_chunks)
+        ours = metrics.summarize([stats])
+        write_atomic(cached, json.dumps({"tool": asdict(tool), "ours": ours, "ours_seconds": seconds}))
+    if ours["n_tokens"] != tool.n_chunks * (n_ctx - 1 - n_ctx // 2):
+        raise UserError(
+            f"The evaluator scored {ours['n_tokens']} tokens but llama-perplexity {tool.n_chunks} chunks; the chunking differs."
+        )
+    return CrossCheck(compare(ours, tool.values), tool, seconds, n_ctx)

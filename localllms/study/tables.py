@@ -1,0 +1,67 @@
+"""The case study's tables, at the rounding each metric declares (``metrics.METRICS``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .. import metrics
+
+
+def _pm(mean: pd.Series, sd: pd.Series, digits: int) -> list[str]:
+    return [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(mean, sd, strict=True)]
+
+
+def quality_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Sizes and the quality metrics marked for the table: deterministic, so nbval compares them."""
+    shown = [m for m in metrics.METRICS if m.table]
+    t = pd.DataFrame({"Model": df["quant"], "Size (MiB)": df["size_mib"].round(1), "BPW": df["bpw"].round(2)})
+    for m in shown:
+        t[m.label] = df[m.name].round(m.digits)
+    return t.set_index("Model")
+
+
+def case_study_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The case study's table, extended: throughput with its spread and every quality column."""
+    d = metrics.rounding()
+    t = pd.DataFrame(
+        {
+            "Model": df["quant"],
+            "Size (MiB)": df["size_mib"].round(1),
+            "BPW": df["bpw"].round(2),
+            "Prompt throughput (tok/s)": _pm(df["pp_tps"], df["pp_sd"], 1),
+            "Generation (tok/s)": _pm(df["tg_tps"], df["tg_sd"], 1),
+            "PPL": df["ppl_q"].round(d["ppl_q"]),
+            "PPL Ratio - 1 (%)": _pm(df["ppl_ratio_pct"], df["ppl_ratio_se"], d["ppl_ratio_pct"]),
+            "Correlation (%)": df["prompt_ln_ppl_corr_pct"].round(d["prompt_ln_ppl_corr_pct"]),
+            "KL Divergence (mean ± se)": _pm(df["kld_mean"], df["kld_se"], d["kld_mean"]),
+            "KLD median": df["kld_median"].round(d["kld_median"]),
+            "KLD p99": df["kld_p99"].round(d["kld_p99"]),
+            "Same top (%)": df["same_top_pct"].round(d["same_top_pct"]),
+        }
+    )
+    return t.set_index("Model")
+
+
+def roofline_table(df: pd.DataFrame, bandwidth_gbs: float) -> pd.DataFrame:
+    """Generation speed x bytes read per token, against the measured read bandwidth."""
+    achieved = df["tg_tps"] * df["bytes_per_token"] / 1e9
+    return pd.DataFrame(
+        {
+            "Model": df["quant"],
+            "MB read per token": (df["bytes_per_token"] / 1e6).round(1),
+            "Generation (tok/s)": df["tg_tps"].round(1),
+            "Achieved read (GB/s)": achieved.round(2),
+            "Share of bandwidth (%)": (100 * achieved / bandwidth_gbs).round(1),
+            "Roofline limit (tok/s)": (bandwidth_gbs * 1e9 / df["bytes_per_token"]).round(1),
+        }
+    ).set_index("Model")
+
+
+def pareto_front(df: pd.DataFrame) -> list[str]:
+    """Variants not beaten by a smaller variant with lower or equal KL divergence."""
+    front, best = [], float("inf")
+    for _, r in df.sort_values(["size_mib", "kld_mean"]).iterrows():
+        if r["kld_mean"] < best:
+            front.append(r["quant"])
+            best = r["kld_mean"]
+    return front

@@ -1,0 +1,82 @@
+"""The metric registry and its definitions, on synthetic token records (no model needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from localllms import evaluate, metrics
+from localllms.errors import UserError
+
+
+def _parts(sizes=(5, 9, 14), seed=0) -> list[evaluate.TokenStats]:
+    rng = np.random.default_rng(seed)
+    parts = []
+    for n in sizes:
+        nb = rng.uniform(1, 4, n)
+        parts.append(
+            evaluate.TokenStats(nb, nb + rng.uniform(0, 0.5, n), rng.uniform(0, 1, n), rng.uniform(size=n) > 0.3)
+        )
+    return parts
+
+
+def test_summary_definitions() -> None:
+    parts = _parts()
+    s = metrics.summarize(parts)
+    ratios = np.array([np.exp(p.nll_q.mean()) / np.exp(p.nll_base.mean()) for p in parts])
+    assert s["ppl_ratio_pct"] == pytest.approx(100 * (ratios.mean() - 1))
+    assert s["ppl_ratio_se"] == pytest.approx(100 * ratios.std(ddof=1) / np.sqrt(3))
+    lq = np.log([np.exp(p.nll_q.mean()) for p in parts])
+    lb = np.log([np.exp(p.nll_base.mean()) for p in parts])
+    assert s["prompt_ln_ppl_corr_pct"] == pytest.approx(100 * np.corrcoef(lq, lb)[0, 1])
+    allt = evaluate.TokenStats.concat(parts)
+    assert s["ln_ppl_corr_pct"] == pytest.approx(100 * np.corrcoef(allt.nll_q, allt.nll_base)[0, 1])
+    assert s["ppl_q"] == pytest.approx(np.exp(allt.nll_q.mean()))
+    assert s["ln_ppl_ratio"] == pytest.approx(allt.nll_q.mean() - allt.nll_base.mean())
+    assert s["kld_mean"] == pytest.approx(allt.kld.mean())
+    assert s["kld_p99"] == pytest.approx(np.percentile(allt.kld, 99))
+    assert s["same_top_pct"] == pytest.approx(100 * allt.same_top.mean())
+    assert s["n_tokens"] == 28 and s["n_prompts"] == 3
+
+
+def test_registry_drives_columns_and_crosscheck() -> None:
+    names = [m.name for m in metrics.METRICS]
+    assert len(names) == len(set(names)), "a metric is declared twice"
+    s = metrics.summarize(_parts())
+    assert set(names) <= set(s)
+    for m in metrics.CROSSCHECKED:
+        assert m.tolerance and m.tolerance[0] in ("rel", "abs") and m.tolerance[1] > 0, m.name
+    assert {m.name for m in metrics.CROSSCHECKED} >= {"ppl_q", "kld_mean", "same_top_pct"}
+
+
+def test_identical_models_score_zero() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(6, 50)).astype(np.float32)
+    targets = rng.integers(0, 50, 6)
+    stats = evaluate.token_stats(logits, logits, targets)
+    assert np.allclose(stats.kld, 0, atol=1e-6) and stats.same_top.all()
+    s = metrics.summarize([stats])
+    assert s["kld_mean"] == pytest.approx(0, abs=1e-6) and s["ppl_q"] == s["ppl_base"]
+
+
+def test_vocabulary_mismatch_is_refused() -> None:
+    with pytest.raises(UserError, match="different vocabularies"):
+        evaluate.token_stats(np.zeros((2, 5), np.float32), np.zeros((2, 6), np.float32), np.array([0, 1]))
+
+
+def test_windows_follow_llama_perplexity() -> None:
+    tokens = np.arange(10, 35)  # 25 tokens, n_ctx 8: three whole chunks, the rest dropped
+    chunks = evaluate.windows(tokens, 8, bos=1)
+    assert len(chunks) == 3
+    chunk, targets, first = chunks[1]
+    assert first == 4 and chunk[0] == 1 and list(chunk[1:]) == list(range(19, 26))
+    assert list(targets) == [23, 24, 25]  # predicted from positions 4..6
+
+
+def test_token_records_round_trip(tmp_path) -> None:
+    stats = _parts((7,))[0]
+    path = tmp_path / "x.npz"
+    stats.save(path)
+    again = evaluate.TokenStats.load(path)
+    for f in ("nll_base", "nll_q", "kld", "same_top"):
+        assert np.array_equal(getattr(stats, f), getattr(again, f))
