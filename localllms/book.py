@@ -10,7 +10,6 @@ executed notebooks and runs ``jupyter-book build`` with warnings as errors.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
+from .mathjax import stage_mathjax
 from .models import DEFAULT_MODEL
 from .paths import PROJECT_ROOT
 
@@ -95,6 +95,7 @@ def stage() -> Path:
             executed = nb  # not run in this tree yet: the committed default-run outputs
         _check_executed(executed)
         shutil.copyfile(executed, STAGE_DIR / "notebooks" / nb.name)
+    stage_mathjax(STAGE_DIR)  # formulas render offline: MathJax ships with the book
     return STAGE_DIR
 
 
@@ -119,41 +120,3 @@ def build_html() -> Path:
         shutil.rmtree(html)
     shutil.copytree(STAGE_DIR / "_build" / "html", html)
     return html / "index.html"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localllms.book")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run-notebooks", help="execute the notebooks with papermill")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--only", nargs="*", help="notebook names to run (default: all)")
-    p.add_argument(
-        "-p",
-        "--param",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="another papermill parameter (value parsed as JSON when it can be)",
-    )
-    sub.add_parser("build-html", help="build the HTML book from the executed notebooks")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "run-notebooks":
-            params = {}
-            for name, value in args.param:
-                try:
-                    params[name] = json.loads(value)
-                except ValueError:
-                    params[name] = value
-            run_notebooks(args.model, params, args.only)
-        else:
-            print(f"book: {build_html()}")
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,26 @@ def test_failed_compile_shows_compiler_error(tmp_path: Path) -> None:
     assert "compile broken failed" in message
     assert "undefined_symbol_xyz" in message and "error" in message
     assert str(log) in message
+
+
+def test_parse_progress_reads_ninja_steps_and_make_percentages() -> None:
+    assert b.parse_progress("[12/230] Building CXX object src/llama.cpp.o\n") == b.Progress(12, 230, "step")
+    assert b.parse_progress("[ 45%] Building C object broken.c.o\n") == b.Progress(45, 100, "%")
+    assert b.parse_progress("-- Configuring done (1.2s)\n") is None
+    assert b.parse_progress("error: [1/2] is not a status line\n") is None
+
+
+def test_progress_bar_counts_ninja_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = "import time\nfor i in (1, 2, 3):\n    print(f'[{i}/3] step {i}', flush=True)\n    time.sleep(0.05)\n"
+    bar = b._run_with_progress([sys.executable, "-c", script], tmp_path / "log", "fake compile")
+    assert bar is not None and bar.total == 3 and bar.n == 3 and bar.unit == "step"
+    shown = capsys.readouterr().err
+    assert "3/3" in shown and "step" in shown and "/100" not in shown
+    assert (tmp_path / "log").read_text().splitlines() == ["[1/3] step 1", "[2/3] step 2", "[3/3] step 3"]
+
+
+def test_step_without_progress_lines_gets_plain_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bar = b._run_with_progress([sys.executable, "-c", "print('-- Configuring done')"], tmp_path / "log", "configure")
+    assert bar is None
+    shown = capsys.readouterr().err
+    assert "configure ..." in shown and "configure: done in" in shown
