@@ -30,10 +30,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import UserError
-from .paths import cache_dir
+from .paths import cache_dir, write_atomic
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # fallback when the binding is not installed
-TOOLS = ("llama-quantize", "llama-perplexity", "llama-bench", "llama-server", "llama-cli")
+# The tools the book runs. A cached build that lacks one (an older version of this list) gets
+# the missing targets compiled incrementally in its own build tree, not a new build.
+TOOLS = ("llama-quantize", "llama-perplexity", "llama-bench", "llama-server", "llama-cli", "llama-imatrix",
+         "llama-fit-params")  # fmt: skip
 
 # Release build tuned for this CPU, shared libraries so the binding can load them,
 # nothing that needs the network at build time (no TLS, no prebuilt web UI).
@@ -275,7 +278,7 @@ def build(force: bool = False, jobs: int | None = None) -> BuildInfo:
     key = build_key(commit, CMAKE_FLAGS, compiler, features)
     info_file = _info_path(key)
     if info_file.exists() and not force:
-        return load_build_info(info_file)
+        return _complete(load_build_info(info_file), jobs)
     if shutil.which("cmake") is None:
         raise UserError("cmake is not installed; install it (Debian: apt-get install cmake) and rerun `make setup`.")
 
@@ -285,7 +288,7 @@ def build(force: bool = False, jobs: int | None = None) -> BuildInfo:
     root.mkdir(parents=True, exist_ok=True)
     with _lock(root / ".lock"):
         if info_file.exists() and not force:  # another process finished it while we waited
-            return load_build_info(info_file)
+            return _complete(load_build_info(info_file), jobs)
         import time
         from datetime import datetime
 
@@ -317,9 +320,27 @@ def build(force: bool = False, jobs: int | None = None) -> BuildInfo:
         )
         for name in TOOLS:
             info.tool(name)
-        tmp = info_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(info), indent=2))
-        tmp.replace(info_file)  # written last: its presence means the build is complete
+        write_atomic(info_file, json.dumps(asdict(info), indent=2))  # written last: it means the build is complete
+    return info
+
+
+def _complete(info: BuildInfo, jobs: int | None = None) -> BuildInfo:
+    """Compile the tools a cached build lacks (ninja rebuilds only what they need)."""
+    missing = [t for t in TOOLS if not (Path(info.bin_dir) / t).exists()]
+    if not missing:
+        return info
+    root = Path(info.bin_dir).parent.parent
+    with _lock(root / ".lock"):
+        missing = [t for t in TOOLS if not (Path(info.bin_dir) / t).exists()]
+        if missing:
+            _run_with_progress(
+                ["cmake", "--build", str(Path(info.bin_dir).parent), "-j", str(jobs or os.cpu_count() or 2),
+                 "--target", *missing],
+                root / "build.log",
+                f"compile {', '.join(missing)}",
+            )  # fmt: skip
+    for name in TOOLS:
+        info.tool(name)
     return info
 
 
