@@ -89,6 +89,35 @@ def token_stats(
 # --------------------------------------------------------------------------- logits
 
 
+# The KV-cache types llama.cpp's CPU back end can run with flash attention, by ggml_type id (ggml.h).
+CACHE_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model as the evaluator runs it: the file, the label it is reported under, its KV-cache type.
+
+    A plain :class:`ResolvedModel` is scored under its own label with the default f16 cache; the
+    same file with a quantized cache is another ``Scored`` (e.g. to measure what a q8_0 cache costs).
+    """
+
+    model: ResolvedModel
+    label: str
+    cache_type: str = "f16"
+
+    def __post_init__(self) -> None:
+        if self.cache_type not in CACHE_TYPES:
+            raise UserError(f"Unknown KV-cache type {self.cache_type!r}; use one of {', '.join(CACHE_TYPES)}.")
+
+    @classmethod
+    def of(cls, m: ResolvedModel | Scored) -> Scored:
+        return m if isinstance(m, Scored) else cls(m, m.display)
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return self.model.sha256, self.cache_type
+
+
 class LogitsModel:
     """A model loaded through the binding of the local build, returning logits.
 
@@ -96,7 +125,9 @@ class LogitsModel:
     at the positions that are scored (as llama-perplexity does), copied once.
     """
 
-    def __init__(self, model: ResolvedModel, n_ctx: int, threads: int, build: BuildInfo | None = None) -> None:
+    def __init__(
+        self, model: ResolvedModel, n_ctx: int, threads: int, build: BuildInfo | None = None, cache_type: str = "f16"
+    ) -> None:
         use_build_for_binding(build)
         import llama_cpp
         from llama_cpp import Llama
@@ -104,6 +135,7 @@ class LogitsModel:
         self._lc = llama_cpp
         self.model = model
         self.n_ctx = n_ctx
+        cache = {} if cache_type == "f16" else {"type_k": CACHE_TYPES[cache_type], "type_v": CACHE_TYPES[cache_type]}
         self.llm = Llama(
             model_path=str(model.path),
             n_ctx=n_ctx,
@@ -113,6 +145,7 @@ class LogitsModel:
             n_threads_batch=threads,
             flash_attn=True,  # as llama-perplexity's "auto" picks on CPU; same numbers, faster
             verbose=False,
+            **cache,  # a quantized V cache needs flash attention, which is on
         )
         vocab = self.llm._model.vocab
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
@@ -165,37 +198,41 @@ class PromptEvaluation:
 
 def evaluate_prompts(
     reference: ResolvedModel,
-    variants: Iterable[ResolvedModel],
+    variants: Iterable[ResolvedModel | Scored],
     prompts: Sequence[str],
     threads: int,
     build: BuildInfo | None = None,
     progress_bars: bool = True,
 ) -> PromptEvaluation:
-    """Score every prompt under the reference and each variant, in lockstep.
+    """Score every prompt under the reference (f16 cache) and each variant, in lockstep.
 
     For each prompt the reference's logits are computed once and compared with
     each variant's while both are in memory. Each (variant, prompt) result is
-    cached by content (model hashes, prompt text, build, the evaluator's code), so
-    an interrupted run resumes and a new variant costs only its own passes plus
-    the reference passes it needs.
+    cached by content (model hashes, cache type, prompt text, build, the evaluator's
+    code), so an interrupted run resumes and a new variant costs only its own passes
+    plus the reference passes it needs.
     """
     build = build or current_build()
-    variants = list(variants)
+    scored = [Scored.of(v) for v in variants]
     if not prompts:
         raise UserError("There are no prompts to evaluate; build the corpus first (python -m localllms prompts).")
+    labels = [v.label for v in scored]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"Two variants share a label ({', '.join(labels)}); give each its own.")
     store = cache_dir("eval", "prompts")
-    loaded: dict[str, LogitsModel] = {}
+    loaded: dict[tuple[str, str], LogitsModel] = {}
+    ref = Scored.of(reference)
 
-    def model_for(m: ResolvedModel, n_ctx: int) -> LogitsModel:
-        lm = loaded.get(m.sha256)
+    def model_for(v: Scored, n_ctx: int) -> LogitsModel:
+        lm = loaded.get(v.identity)
         if lm is None or lm.n_ctx < n_ctx:
             if lm is not None:
                 lm.close()
-            lm = loaded[m.sha256] = LogitsModel(m, n_ctx, threads, build)
+            lm = loaded[v.identity] = LogitsModel(v.model, n_ctx, threads, build, v.cache_type)
         return lm
 
     # Tokenise once with the reference (variants share its vocabulary) to size the context.
-    tok = model_for(reference, 512)
+    tok = model_for(ref, 512)
     token_lists = [tok.tokenize(p) for p in prompts]
     n_ctx = max(512, int(2 ** np.ceil(np.log2(max(len(t) for t in token_lists)))))
     if n_ctx > reference.info.context_length > 0:
@@ -203,39 +240,38 @@ def evaluate_prompts(
             f"A prompt has more tokens than the model's context ({reference.info.context_length}); lower MAX_PROMPT_LENGTH."
         )
 
-    labels = [v.display for v in variants]
     result = PromptEvaluation(
         {lab: [] for lab in labels}, {lab: 0.0 for lab in labels}, {lab: 0 for lab in labels}, n_ctx
     )
     code = code_key("evaluate")  # a change to this module recomputes every pass
     keys = {
-        lab: [content_key(code, build.key, n_ctx, reference.sha256, v.sha256, p) for p in prompts]
-        for lab, v in zip(labels, variants, strict=True)
+        v.label: [content_key(code, build.key, n_ctx, reference.sha256, *v.identity, p) for p in prompts]
+        for v in scored
     }
-    bar = progress.Bar(len(prompts) * len(variants), "evaluate", "pass", progress_bars)
+    bar = progress.Bar(len(prompts) * len(scored), "evaluate", "pass", progress_bars)
     try:
         for i, tokens in enumerate(token_lists):
             targets = tokens[1:]
             base_logits = base_lp = None
-            for lab, v in zip(labels, variants, strict=True):
-                path = store / f"{keys[lab][i]}.npz"
+            for v in scored:
+                path = store / f"{keys[v.label][i]}.npz"
                 if path.exists():
-                    result.per_prompt[lab].append(TokenStats.load(path))
+                    result.per_prompt[v.label].append(TokenStats.load(path))
                     bar.update()
                     continue
                 if base_logits is None:
-                    base_logits = model_for(reference, n_ctx).logits(tokens, 0, len(tokens) - 1)
+                    base_logits = model_for(ref, n_ctx).logits(tokens, 0, len(tokens) - 1)
                     base_lp = log_softmax(base_logits)
                 started = time.perf_counter()
-                if v.sha256 == reference.sha256:
+                if v.identity == ref.identity:
                     q_logits = base_logits
                 else:
                     q_logits = model_for(v, n_ctx).logits(tokens, 0, len(tokens) - 1)
                 stats = token_stats(base_logits, q_logits, targets, base_lp)
-                result.seconds[lab] += time.perf_counter() - started
-                result.computed[lab] += 1
+                result.seconds[v.label] += time.perf_counter() - started
+                result.computed[v.label] += 1
                 stats.save(path)
-                result.per_prompt[lab].append(stats)
+                result.per_prompt[v.label].append(stats)
                 bar.update()
     finally:
         bar.close()
