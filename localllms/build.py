@@ -363,9 +363,53 @@ def current_build() -> BuildInfo:
 
 
 def use_build_for_binding(info: BuildInfo | None = None) -> BuildInfo:
-    """Point llama-cpp-python at this build's libllama; call before importing llama_cpp."""
+    """Point llama-cpp-python at this build's libllama; call before importing llama_cpp.
+
+    llama.cpp's own log goes to a file (``llama_log_path()``), never onto a page.
+    """
     info = info or current_build()
     if "llama_cpp" in sys.modules and os.environ.get("LLAMA_CPP_LIB_PATH") != info.bin_dir:
         raise UserError("llama_cpp was imported before the local build was selected; restart the kernel.")
     os.environ["LLAMA_CPP_LIB_PATH"] = info.bin_dir
+    _route_llama_log()
     return info
+
+
+# ggml.h numbers its log levels NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (a continued line).
+_LOG_DEBUG, _LOG_ERROR, _LOG_CONT = 1, 4, 5
+_LOG: dict = {}  # the installed ctypes callback must stay referenced, or llama.cpp calls freed memory
+
+
+def llama_log_path() -> Path:
+    """The file llama.cpp's log lines go to in this process (shown when something fails)."""
+    return cache_dir("logs") / f"llama-{os.getpid()}.log"
+
+
+def _route_llama_log() -> None:
+    """Send llama.cpp's log (loader, context, KV cache messages) to a file.
+
+    llama-cpp-python 0.3.36 installs a callback that prints to ``sys.stderr`` and maps the
+    levels of an older ggml (so warnings print even with ``verbose=False``); in a notebook
+    that text lands on the page. Errors still reach the terminal's stderr (not the page).
+    """
+    if _LOG:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    handle = open(llama_log_path(), "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives with the process
+    last = [0]
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", errors="replace")
+        level = last[0] if level == _LOG_CONT else level
+        last[0] = level
+        if level > _LOG_DEBUG:
+            handle.write(line)
+        if level == _LOG_ERROR:
+            (sys.__stderr__ or sys.stderr).write(line)
+
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    _LOG.update(callback=callback, handle=handle)

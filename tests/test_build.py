@@ -103,3 +103,18 @@ def test_step_without_progress_lines_gets_plain_lines(tmp_path: Path, capsys: py
     assert bar is None
     shown = capsys.readouterr().err
     assert "configure ..." in shown and "configure: done in" in shown
+
+
+def test_llama_cpp_log_goes_to_a_file_not_to_stderr(build: b.BuildInfo, gemma, capsys) -> None:
+    """Loading gemma-3-270m makes llama.cpp warn about its sliding-window cache; that is a log line,
+    and it belongs in the log file, not on a notebook page (stderr)."""
+    from localllms.evaluate import LogitsModel
+
+    log = b.llama_log_path()
+    before = log.read_text() if log.exists() else ""
+    lm = LogitsModel(gemma, 512, 2, build)
+    lm.close()
+    captured = capsys.readouterr()
+    assert "llama_" not in captured.err and "llama_" not in captured.out
+    added = log.read_text()[len(before) :]
+    assert "llama_kv_cache_iswa: using full-size SWA cache" in added
