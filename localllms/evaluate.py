@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from . import metrics, progress
+from . import defaults, metrics, progress
 from .build import BuildInfo, current_build, use_build_for_binding
 from .errors import UserError
 from .models import ResolvedModel
@@ -61,28 +62,112 @@ class TokenStats:
             return cls(*(d[f.name] for f in fields(cls)))
 
 
-def token_stats(
-    base_logits: np.ndarray, q_logits: np.ndarray, targets: np.ndarray, base_logprobs: np.ndarray | None = None
-) -> TokenStats:
-    """Compare two models' logits at the same positions; ``targets`` are the next tokens.
+# Rows are independent, and numpy releases the GIL: split them over the cores while no decode runs.
+_POOL = ThreadPoolExecutor(max_workers=defaults.threads())
 
-    ``base_logprobs`` (the reference's log-softmax) may be passed in when one
-    reference is compared with several variants, so it is computed once.
+
+def _by_rows(fn, *arrays: np.ndarray) -> list:
+    n = len(arrays[0])
+    parts = min(_POOL._max_workers, max(1, n // 32))
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return list(_POOL.map(lambda sl: fn(*(a[sl] for a in arrays)), slices))
+
+
+# llama-perplexity's 16-bit storage moves a reference log-probability by at most half a step,
+# 16 / 65535 / 2 = 1.2e-4; a larger move is the floor 16 below the top logit.
+FLOOR_SHIFT = 2.5e-4
+
+
+@dataclass
+class Reference:
+    """The reference's side of the comparison at the scored positions, computed once and
+    compared with every variant: its log-probabilities ``lp``, probabilities ``p`` (zero where a
+    position's sum leaves them out), ``negent`` = sum p * lp and ``mass`` = sum p per row, and
+    its top token.
+
+    Written so that a variant costs five passes over its logits: with ``z = q - max(q)`` and
+    ``lse = log sum exp z``, KL(base || Q) = negent - (sum p * z - lse * mass).
     """
-    if base_logits.shape != q_logits.shape:
+
+    lp: np.ndarray
+    p: np.ndarray
+    negent: np.ndarray
+    mass: np.ndarray
+    top: np.ndarray
+
+    @classmethod
+    def exact(cls, logits: np.ndarray) -> Reference:
+        def side(x: np.ndarray) -> tuple:
+            top = x.argmax(-1)
+            z = x - x[np.arange(len(x)), top][:, None]
+            e = np.exp(z)
+            s = e.sum(-1, dtype=np.float64)
+            lp = z - np.log(s).astype(np.float32)[:, None]
+            p = e / s.astype(np.float32)[:, None]
+            return lp, p, (p * lp).sum(-1, dtype=np.float64), p.sum(-1, dtype=np.float64), top
+
+        return cls(*(np.concatenate(a) for a in zip(*_by_rows(side, logits), strict=True)))
+
+    @classmethod
+    def as_llama_perplexity_stores_it(cls, logits: np.ndarray) -> Reference:
+        """The reference as ``llama-perplexity --kl-divergence-base`` keeps it (tools/perplexity):
+        per row, logits below max - 16 are raised to max - 16, the rest rounded to 16 bits between
+        that floor and the max; probabilities below e^-16 are then left out of the KL sum. Used
+        to show, and remove, the one cause of difference between our numbers and the tool's."""
+
+        def side(x: np.ndarray) -> tuple:
+            mx = x.max(-1)
+            lo = np.maximum(x.min(-1), mx - 16)
+            e = np.exp(x - mx[:, None])
+            lse = np.log(e.sum(-1, dtype=np.float64)).astype(np.float32)
+            scale = ((mx - lo) / np.float32(65535)).astype(np.float32)
+            inv = np.where(scale > 0, 1 / np.where(scale > 0, scale, 1), 0).astype(np.float32)
+            q16 = np.where(x > lo[:, None], np.rint(inv[:, None] * (x - lo[:, None])), 0).astype(np.float32)
+            lp = scale[:, None] * q16 + (lo - mx - lse)[:, None]
+            kept = lp > -16
+            p = np.where(kept, np.exp(lp), 0).astype(np.float32)
+            return lp, p, (p * lp).sum(-1, dtype=np.float64), p.sum(-1, dtype=np.float64), lp.argmax(-1)
+
+        return cls(*(np.concatenate(a) for a in zip(*_by_rows(side, logits), strict=True)))
+
+    def itself(self, targets: np.ndarray) -> TokenStats:
+        """The reference compared with itself: no divergence, by definition rather than by rounding."""
+        nll = -self.lp[np.arange(len(targets)), targets].astype(np.float64)
+        return TokenStats(nll, nll.copy(), np.zeros(len(targets)), np.ones(len(targets), dtype=bool))
+
+
+def token_stats(base: np.ndarray | Reference, q_logits: np.ndarray, targets: np.ndarray) -> TokenStats:
+    """Compare the reference with a variant at the same positions; ``targets`` are the next tokens.
+
+    ``base`` is the reference's logits, or its :class:`Reference` side when one reference is
+    compared with several variants, so that side is computed once.
+    """
+    ref = base if isinstance(base, Reference) else Reference.exact(base)
+    if base is q_logits:
+        return ref.itself(targets)
+    if ref.lp.shape != q_logits.shape:
         raise UserError(
-            f"The reference and the variant have different vocabularies ({base_logits.shape[-1]} vs {q_logits.shape[-1]}); "
+            f"The reference and the variant have different vocabularies ({ref.lp.shape[-1]} vs {q_logits.shape[-1]}); "
             "compare variants of the same model only."
         )
-    lp_b = log_softmax(base_logits) if base_logprobs is None else base_logprobs
-    lp_q = log_softmax(q_logits)
+
+    def side(q: np.ndarray, p: np.ndarray, negent: np.ndarray, mass: np.ndarray, t: np.ndarray) -> tuple:
+        rows = np.arange(len(q))
+        top = q.argmax(-1)
+        z = q - q[rows, top][:, None]
+        lse = np.log(np.exp(z).sum(-1, dtype=np.float64))
+        kld = negent - ((p * z).sum(-1, dtype=np.float64) - lse * mass)
+        return lse - z[rows, t], kld, top
+
+    parts = _by_rows(side, q_logits, ref.p, ref.negent, ref.mass, targets)
+    nll_q, kld, top = (np.concatenate(a) for a in zip(*parts, strict=True))
     rows = np.arange(len(targets))
-    kld = (np.exp(lp_b) * (lp_b - lp_q)).sum(axis=-1, dtype=np.float64)
     return TokenStats(
-        nll_base=-lp_b[rows, targets].astype(np.float64),
-        nll_q=-lp_q[rows, targets].astype(np.float64),
+        nll_base=-ref.lp[rows, targets].astype(np.float64),
+        nll_q=nll_q,
         kld=np.maximum(kld, 0.0),  # exact KL is >= 0; tiny negatives are float rounding
-        same_top=base_logits.argmax(-1) == q_logits.argmax(-1),
+        same_top=ref.top == top,
     )
 
 
@@ -149,6 +234,15 @@ class LogitsModel:
         )
         vocab = self.llm._model.vocab
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        # numpy views of the batch's arrays: every sequence is sequence 0, so only tokens,
+        # positions and the logits flags change from one call to the next
+        batch = self.llm._batch.batch
+        self._token = np.ctypeslib.as_array(batch.token, shape=(n_ctx,))
+        self._pos = np.ctypeslib.as_array(batch.pos, shape=(n_ctx,))
+        self._want = np.ctypeslib.as_array(batch.logits, shape=(n_ctx,))
+        np.ctypeslib.as_array(batch.n_seq_id, shape=(n_ctx,))[:] = 1
+        for i in range(n_ctx):
+            batch.seq_id[i][0] = 0
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         self.bos = int(llama_cpp.llama_vocab_bos(vocab))
 
@@ -164,12 +258,10 @@ class LogitsModel:
         lc, ctx, batch = self._lc, self.llm._ctx.ctx, self.llm._batch.batch
         lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
         batch.n_tokens = n
-        for i, t in enumerate(tokens):
-            batch.token[i] = int(t)
-            batch.pos[i] = i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = first <= i < last
+        self._token[:n] = tokens
+        self._pos[:n] = np.arange(n)
+        self._want[:n] = 0
+        self._want[first:last] = 1
         if lc.llama_decode(ctx, batch) != 0:
             raise UserError(f"llama_decode failed on {self.model.path.name} for a sequence of {n} tokens.")
         rows = last - first
@@ -252,7 +344,7 @@ def evaluate_prompts(
     try:
         for i, tokens in enumerate(token_lists):
             targets = tokens[1:]
-            base_logits = base_lp = None
+            base_logits = base_side = None
             for v in scored:
                 path = store / f"{keys[v.label][i]}.npz"
                 if path.exists():
@@ -261,13 +353,12 @@ def evaluate_prompts(
                     continue
                 if base_logits is None:
                     base_logits = model_for(ref, n_ctx).logits(tokens, 0, len(tokens) - 1)
-                    base_lp = log_softmax(base_logits)
+                    base_side = Reference.exact(base_logits)
                 started = time.perf_counter()
                 if v.identity == ref.identity:
-                    q_logits = base_logits
+                    stats = base_side.itself(targets)
                 else:
-                    q_logits = model_for(v, n_ctx).logits(tokens, 0, len(tokens) - 1)
-                stats = token_stats(base_logits, q_logits, targets, base_lp)
+                    stats = token_stats(base_side, model_for(v, n_ctx).logits(tokens, 0, len(tokens) - 1), targets)
                 result.seconds[v.label] += time.perf_counter() - started
                 result.computed[v.label] += 1
                 stats.save(path)
@@ -300,6 +391,16 @@ def windows(tokens: np.ndarray, n_ctx: int, bos: int | None) -> list[tuple[np.nd
     return out
 
 
+@dataclass
+class WindowEvaluation:
+    """A text scored in llama-perplexity's chunks: our exact statistics, the same with the
+    reference stored as the tool stores it, and the seconds our evaluator took."""
+
+    exact: TokenStats
+    as_tool: TokenStats
+    seconds: float
+
+
 def evaluate_windows(
     reference: ResolvedModel,
     variant: ResolvedModel,
@@ -308,8 +409,8 @@ def evaluate_windows(
     threads: int,
     build: BuildInfo | None = None,
     max_chunks: int | None = None,
-) -> tuple[TokenStats, float]:
-    """Score ``text`` in llama-perplexity's chunks; return the statistics and the seconds spent."""
+) -> WindowEvaluation:
+    """Score ``text`` in llama-perplexity's chunks, exactly and with the tool's 16-bit reference."""
     base = LogitsModel(reference, n_ctx, threads, build)
     var = base if variant.sha256 == reference.sha256 else LogitsModel(variant, n_ctx, threads, build)
     try:
@@ -317,15 +418,17 @@ def evaluate_windows(
         chunks = windows(tokens, n_ctx, base.bos if base.add_bos else None)[:max_chunks]
         if not chunks:
             raise UserError(f"The text has {len(tokens)} tokens, fewer than one context of {n_ctx}; use more prompts.")
-        parts = []
-        started = time.perf_counter()
+        exact, as_tool = [], []
+        seconds = 0.0
         for chunk, targets, first in chunks:
+            started = time.perf_counter()
             b = base.logits(chunk, first, n_ctx - 1)
             q = b if var is base else var.logits(chunk, first, n_ctx - 1)
-            parts.append(token_stats(b, q, targets))
-        seconds = time.perf_counter() - started
+            exact.append(token_stats(b, q, targets))
+            seconds += time.perf_counter() - started  # the emulation below is the cross-check's, not the evaluator's
+            as_tool.append(token_stats(Reference.as_llama_perplexity_stores_it(b), q, targets))
     finally:
         base.close()
         if var is not base:
             var.close()
-    return TokenStats.concat(parts), seconds
+    return WindowEvaluation(TokenStats.concat(exact), TokenStats.concat(as_tool), seconds)

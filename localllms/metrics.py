@@ -131,9 +131,9 @@ def same_top_pct(s: Sample) -> float:
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("ppl_q", "PPL", ppl_q, 3, r"Mean PPL\(Q\)", ("rel", 1e-3), table=True),
-    Metric("ppl_base", "PPL (reference)", ppl_base, 3, r"Mean PPL\(base\)", ("rel", 2e-3)),
-    Metric("ln_ppl_ratio", "ln PPL ratio", ln_ppl_ratio, 4, r"Mean ln\(PPL\(Q\)/PPL\(base\)\)", ("abs", 3e-3)),
+    Metric("ppl_q", "PPL", ppl_q, 3, r"Mean PPL\(Q\)", ("rel", 1e-5), table=True),
+    Metric("ppl_base", "PPL (reference)", ppl_base, 3, r"Mean PPL\(base\)", ("rel", 1e-5)),
+    Metric("ln_ppl_ratio", "ln PPL ratio", ln_ppl_ratio, 4, r"Mean ln\(PPL\(Q\)/PPL\(base\)\)", ("abs", 1e-5)),
     Metric("ppl_ratio_pct", "PPL ratio - 1 (%)", ppl_ratio_pct, 2, table=True),
     Metric("ppl_ratio_se", "PPL ratio - 1, se (%)", ppl_ratio_se, 2),
     Metric("prompt_ln_ppl_corr_pct", "Corr (%)", prompt_ln_ppl_corr_pct, 2, table=True),
@@ -143,14 +143,18 @@ METRICS: tuple[Metric, ...] = (
         token_ln_ppl_corr_pct,
         2,
         r"Cor\(ln\(PPL\(Q\)\), ln\(PPL\(base\)\)\)",
-        ("abs", 0.2),
+        ("abs", 0.01),
     ),  # fmt: skip
-    Metric("kld_mean", "KLD mean", kld_mean, 4, r"Mean\s+KLD", ("rel", 0.01), table=True),
+    Metric("kld_mean", "KLD mean", kld_mean, 4, r"Mean\s+KLD", ("rel", 1e-4), table=True),
     Metric("kld_se", "KLD se", kld_se, 4),
-    Metric("kld_median", "KLD median", kld_median, 4, r"Median\s+KLD", ("rel", 0.02)),
-    Metric("kld_p99", "KLD p99", kld_p99, 3, r"99\.0%\s+KLD", ("rel", 0.02), table=True),
-    Metric("same_top_pct", "Same top (%)", same_top_pct, 1, r"Same top p", ("abs", 0.3), table=True),
+    Metric("kld_median", "KLD median", kld_median, 4, r"Median\s+KLD", ("rel", 1e-4)),
+    Metric("kld_p99", "KLD p99", kld_p99, 3, r"99\.0%\s+KLD", ("rel", 1e-4), table=True),
+    Metric("same_top_pct", "Same top (%)", same_top_pct, 1, r"Same top p", ("abs", 1e-3), table=True),
 )
+# The tolerances above are for the cross-check against llama-perplexity with the reference stored
+# as the tool stores it (16-bit, floored 16 below the top logit; study/crosscheck.py): then only the
+# printing remains, 6 decimals for PPL and KLD (ours sum in float64, the tool partly in float32),
+# 2 for the correlation and 3 for the same-top share, so the bounds hold for a run of any size.
 BY_NAME = {m.name: m for m in METRICS}
 CROSSCHECKED = tuple(m for m in METRICS if m.tool)
 

@@ -44,7 +44,7 @@ def evaluator_speed(ref, var, text: str, threads: int, n_ctx: int, build) -> Non
     text_file.write_text(text)
     tool = run_llama_perplexity(ref, var, text_file, n_ctx, threads, work, build)
     started = time.perf_counter()
-    stats, _ = evaluate.evaluate_windows(ref, var, text, n_ctx, threads, build)
+    evaluate.evaluate_windows(ref, var, text, n_ctx, threads, build)
     ours_s = time.perf_counter() - started
     tokens = 2 * tool.n_chunks * n_ctx  # both tools evaluate every chunk under both models
     tool_s = tool.seconds_base + tool.seconds_variant
