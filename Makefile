@@ -11,8 +11,9 @@ PY := $(VENV)/bin/python
 MODEL ?= smollm2-135m-instruct
 # papermill parameters for `make book`, e.g. make book MODEL=gemma-3-270m or MODEL=/path/to/model.gguf
 BOOK_ARGS ?=
+REMEASURE ?= 0
 
-.PHONY: help setup book notebooks html test test-fast lint format lab bench clean
+.PHONY: help setup book notebooks html record test test-fast lint format lab bench clean
 help:
 	@sed -n '1,6p' Makefile
 
@@ -34,14 +35,20 @@ setup: $(VENV)/.deps
 	$(PY) -m localllms build
 
 # ---------------------------------------------------------------- book
+# Executes only the notebooks whose inputs changed; REMEASURE=1 executes all and measures again.
 notebooks: setup
-	$(PY) -m localllms run-notebooks --model "$(MODEL)" $(BOOK_ARGS)
+	$(PY) -m localllms run-notebooks --model "$(MODEL)" $(BOOK_ARGS) $(if $(filter-out 0,$(REMEASURE)),--remeasure)
 
 html: setup
 	$(PY) -m localllms build-html
 
 book: notebooks html
 	@echo "==> the book is at _build/html/index.html"
+
+# Re-record the committed default run (notebooks/, data/results, data/prompts, book/images):
+# the only target that writes tracked files. Run it on a quiet machine, then review and commit.
+record: setup
+	$(PY) -m localllms record
 
 # JupyterLab on the notebooks, on localhost only; as root (containers) it needs --allow-root.
 LAB_PORT ?= 8888

@@ -5,7 +5,8 @@ table, or JSON with ``--json``), in the manner of llama.cpp's own tools:
 
 * the stages: ``build``, ``models``, ``reference``, ``prompts``, ``quant-types``;
 * the case study without a notebook: ``study`` (same code, CSV and store rows as the notebook);
-* the book: ``run-notebooks``, ``build-html``.
+* the book: ``run-notebooks`` (only what changed), ``build-html``, ``record`` (re-record the
+  committed default run: the one command that writes tracked files).
 """
 
 from __future__ import annotations
@@ -149,8 +150,15 @@ def _parameters(pairs: list[list[str]]) -> dict:
 def cmd_run_notebooks(args: argparse.Namespace) -> None:
     from . import book
 
-    for path in book.run_notebooks(args.model, _parameters(args.param), args.only):
-        print(f"executed: {path}")
+    for path in book.run_notebooks(args.model, _parameters(args.param), args.only, args.remeasure):
+        print(f"notebook: {path}")
+
+
+def cmd_record(args: argparse.Namespace) -> None:
+    from . import book
+
+    for path in book.record():
+        print(f"recorded: {path}")
 
 
 def cmd_build_html(args: argparse.Namespace) -> None:
@@ -179,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("quant-types", help="list the quant types this build's llama-quantize accepts")
     p.set_defaults(func=cmd_quant_types)
 
-    p = sub.add_parser("prompts", help="select the prompts corpus and write it under data/prompts")
+    p = sub.add_parser("prompts", help="select the prompts corpus and write its prompts file")
     p.add_argument("--num", type=int, default=corpus.NUM_PROMPTS)
     p.add_argument("--min-length", type=int, default=corpus.MIN_PROMPT_LENGTH)
     p.add_argument("--max-length", type=int, default=corpus.MAX_PROMPT_LENGTH)
     p.add_argument("--source", choices=["auto", "wikitext", "offline"], default="auto")
-    p.add_argument("--out-dir", type=Path, default=None, help="where to write the prompts file (default data/prompts)")
+    p.add_argument("--out-dir", type=Path, default=None, help="where to write the prompts file (default: the cache)")
     p.set_defaults(func=cmd_prompts)
 
     p = sub.add_parser("study", help="run the quantization study without a notebook and print its table")
@@ -205,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", help="notebook names to run (default: all)")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="another papermill parameter (value parsed as JSON when it can be)")  # fmt: skip
+    p.add_argument("--remeasure", action="store_true", help="execute every notebook and take every measurement again")
     p.set_defaults(func=cmd_run_notebooks)
+
+    p = sub.add_parser("record", help="re-record the book's default run into notebooks/, data/ and book/images/")
+    p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("build-html", help="build the HTML book from the executed notebooks")
     p.set_defaults(func=cmd_build_html)

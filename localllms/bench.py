@@ -18,7 +18,7 @@ from pathlib import Path
 from .build import BuildInfo, current_build
 from .errors import UserError
 from .models import ResolvedModel
-from .paths import cache_dir, code_key, content_key, write_atomic
+from .paths import cache_dir, code_key, content_key, remeasuring, write_atomic
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def llama_bench(
     build = build or current_build()
     key = content_key(code_key("bench"), model.sha256, build.key, threads, repetitions, n_prompt, n_gen)
     cached = cache_dir("bench") / f"{key}.json"
-    if use_cache and cached.exists():
+    if use_cache and not remeasuring() and cached.exists():
         return Throughput(**json.loads(cached.read_text()))
     cmd = [str(build.tool("llama-bench")), "-m", str(model.path), "-r", str(repetitions), "-t", str(threads),
            "-p", str(n_prompt), "-n", str(n_gen), "-o", "json"]  # fmt: skip

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import defaults
 from .errors import UserError
 from .models import hub_reachable, installed
-from .paths import DATA_DIR, write_atomic
+from .paths import cache_dir, write_atomic
 
 NUM_PROMPTS = defaults.NUM_PROMPTS
 MIN_PROMPT_LENGTH = defaults.MIN_PROMPT_LENGTH
@@ -164,10 +164,10 @@ def build_prompts(
     source: str = "auto",
     out_dir: Path | None = None,
 ) -> Prompts:
-    """Select the prompts and write them, with their source and license, under data/."""
+    """Select the prompts and write them, with their source and license, to a prompts file."""
     texts, src = load_texts(source)
     chosen = select_prompts(texts, num_prompts, min_length, max_length)
-    out_dir = Path(out_dir or DATA_DIR / "prompts")
+    out_dir = Path(out_dir or default_prompts_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"prompts-{src.name}-{num_prompts}-{min_length}-{max_length}.json"
     payload = {
@@ -178,6 +178,12 @@ def build_prompts(
     }
     write_atomic(path, json.dumps(payload, indent=1, ensure_ascii=False))
     return Prompts(chosen, src, num_prompts, min_length, max_length, path)
+
+
+def default_prompts_dir() -> Path:
+    """Where prompts files are written: the cache, not the tree (``make record`` copies the
+    default run's file into data/prompts/, where the book keeps it as a record)."""
+    return cache_dir("prompts")
 
 
 def load_prompts_file(path: Path) -> Prompts:

@@ -10,7 +10,19 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
-RESULTS_DIR = DATA_DIR / "results"
+RESULTS_DIR = DATA_DIR / "results"  # tracked: only `make record` and `make bench` write here
+# Everything a run produces (executed notebooks, results, images, the HTML) goes under _build/;
+# a run never changes a tracked file.
+BUILD_DIR = PROJECT_ROOT / "_build"
+OUTPUT_RESULTS_DIR = BUILD_DIR / "results"
+OUTPUT_IMAGES_DIR = BUILD_DIR / "images"
+REMEASURE_ENV = "LOCALLLMS_REMEASURE"
+
+
+def remeasuring() -> bool:
+    """Whether this run must take every measurement again instead of reading its cache
+    (``make book REMEASURE=1``; quality numbers are deterministic and stay cached)."""
+    return os.environ.get(REMEASURE_ENV, "") not in ("", "0")
 
 
 def cache_dir(*parts: str) -> Path:

@@ -19,7 +19,7 @@ from .. import bench, corpus, evaluate, metrics, progress, provenance, store
 from ..build import BuildInfo, current_build
 from ..errors import UserError
 from ..models import ResolvedModel, resolve
-from ..paths import RESULTS_DIR
+from ..paths import OUTPUT_RESULTS_DIR
 from ..quantize import check_quant_types, make_reference, quantize
 from .config import StudyConfig
 
@@ -51,9 +51,10 @@ def run(
     progress_bars: bool = True,
     store_path: Path = store.STORE,
     prompts_dir: Path | None = None,
-    results_dir: Path = RESULTS_DIR,
+    results_dir: Path = OUTPUT_RESULTS_DIR,
 ) -> Study:
-    """Run (or resume) the whole study for one model and save its rows."""
+    """Run (or resume) the whole study for one model and save its rows (to the store, and to a
+    CSV under ``results_dir``: ``_build/results/``, never a tracked file)."""
     build = current_build()
     # Cheap checks first: a bad type, model or prompt range is one sentence before any quantizing.
     qtypes = check_quant_types(list(config.quant_types), build)
