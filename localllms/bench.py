@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
-import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .build import BuildInfo, current_build
 from .errors import UserError
@@ -113,28 +115,27 @@ def bytes_per_token(path: Path) -> int:
 
 _MEMBW_C = textwrap.dedent(
     r"""
-    // Memory read bandwidth: threads sum disjoint slices of a buffer much larger than the caches.
+    // Read bandwidth as llama.cpp's generation reads weights: every thread streams its own block
+    // of rows (a contiguous, disjoint range) of a buffer far larger than the caches, once a pass.
     #include <stdio.h>
     #include <stdlib.h>
     #include <stdint.h>
     #include <omp.h>
     int main(int argc, char **argv) {
-        size_t bytes = (size_t)atol(argv[1]) << 20; int reps = atoi(argv[2]); int threads = atoi(argv[3]);
+        size_t bytes = (size_t)atol(argv[1]) << 20; int passes = atoi(argv[2]); int threads = atoi(argv[3]);
         size_t n = bytes / sizeof(uint64_t);
         uint64_t *a = aligned_alloc(64, n * sizeof(uint64_t));
-        #pragma omp parallel for num_threads(threads)
-        for (size_t i = 0; i < n; i++) a[i] = i;
-        double best = 0; uint64_t sink = 0;
-        for (int r = 0; r < reps; r++) {
+        #pragma omp parallel for schedule(static) num_threads(threads)
+        for (size_t i = 0; i < n; i++) a[i] = i;  /* first touch by the thread that reads it */
+        uint64_t sink = 0;
+        for (int r = 0; r < passes; r++) {
             double t0 = omp_get_wtime(); uint64_t s = 0;
-            #pragma omp parallel for num_threads(threads) reduction(+:s)
-            for (size_t i = 0; i < n; i += 8)
-                s += a[i] ^ a[i+1] ^ a[i+2] ^ a[i+3] ^ a[i+4] ^ a[i+5] ^ a[i+6] ^ a[i+7];
+            #pragma omp parallel for simd schedule(static) num_threads(threads) reduction(+:s)
+            for (size_t i = 0; i < n; i++) s += a[i];
             double dt = omp_get_wtime() - t0; sink += s;
-            double gbs = bytes / dt / 1e9; if (gbs > best) best = gbs;
-            printf("rep %d %.3f GB/s\n", r, gbs);
+            printf("pass %d %.3f GB/s\n", r, bytes / dt / 1e9);
         }
-        printf("best %.3f GB/s (sink %llu)\n", best, (unsigned long long)(sink & 1));
+        printf("sink %llu\n", (unsigned long long)(sink & 1));
         return 0;
     }
     """
@@ -143,18 +144,33 @@ _MEMBW_C = textwrap.dedent(
 
 @dataclass(frozen=True)
 class Bandwidth:
-    best_gbs: float
+    """Read bandwidth samples (GB/s), one per pass over the buffer; the median is the figure used."""
+
     samples_gbs: list[float]
     buffer_mib: int
     threads: int
 
+    @property
+    def median_gbs(self) -> float:
+        return float(np.median(self.samples_gbs))
 
-def memory_bandwidth(threads: int, buffer_mib: int = 1024, repetitions: int = 10) -> Bandwidth:
-    """Measure the machine's memory read bandwidth (best of ``repetitions``), in GB/s."""
+    @property
+    def spread_gbs(self) -> tuple[float, float]:
+        """The 10th and 90th percentiles of the samples: how much the machine moved while measured."""
+        return float(np.percentile(self.samples_gbs, 10)), float(np.percentile(self.samples_gbs, 90))
+
+    @property
+    def best_gbs(self) -> float:
+        return max(self.samples_gbs)
+
+    def __add__(self, other: Bandwidth) -> Bandwidth:
+        return Bandwidth(self.samples_gbs + other.samples_gbs, self.buffer_mib, self.threads)
+
+
+def _membw_exe() -> Path:
     exe = cache_dir("bench") / f"membw-{content_key(_MEMBW_C)}"
     if not exe.exists():
-        src = exe.with_suffix(".c")
-        src.write_text(_MEMBW_C)
+        src = write_atomic(exe.with_suffix(".c"), _MEMBW_C)
         partial = exe.with_name(exe.name + ".partial")
         proc = subprocess.run(
             ["cc", "-O3", "-march=native", "-fopenmp", str(src), "-o", str(partial)], capture_output=True, text=True
@@ -162,9 +178,34 @@ def memory_bandwidth(threads: int, buffer_mib: int = 1024, repetitions: int = 10
         if proc.returncode != 0:
             raise UserError("Could not compile the bandwidth benchmark: " + proc.stderr.strip().splitlines()[-1])
         partial.replace(exe)
-    time.sleep(0.1)
+    return exe
+
+
+def memory_bandwidth(threads: int, buffer_mib: int = 1024, passes: int = 10) -> Bandwidth:
+    """Measure this machine's memory read bandwidth: ``passes`` samples in GB/s (use the median)."""
     proc = subprocess.run(
-        [str(exe), str(buffer_mib), str(repetitions), str(threads)], capture_output=True, text=True, check=True
+        [str(_membw_exe()), str(buffer_mib), str(passes), str(threads)], capture_output=True, text=True, check=True
     )
-    samples = [float(line.split()[2]) for line in proc.stdout.splitlines() if line.startswith("rep ")]
-    return Bandwidth(best_gbs=max(samples), samples_gbs=samples, buffer_mib=buffer_mib, threads=threads)
+    samples = [float(line.split()[2]) for line in proc.stdout.splitlines() if line.startswith("pass ")]
+    return Bandwidth(samples_gbs=samples, buffer_mib=buffer_mib, threads=threads)
+
+
+def generation_roofline(
+    models: Sequence[ResolvedModel],
+    threads: int,
+    repetitions: int = 5,
+    n_gen: int = 128,
+    passes: int = 3,
+    build: BuildInfo | None = None,
+) -> tuple[dict[str, Throughput], Bandwidth]:
+    """Generation speed of each model with the bandwidth measured between the runs.
+
+    The machine's bandwidth moves (other tenants, frequency): sampled before and after every
+    model's llama-bench run, its median describes the same minutes the speeds were measured in.
+    """
+    bw = memory_bandwidth(threads, passes=passes)
+    speeds = {}
+    for m in models:
+        speeds[m.display] = llama_bench(m, threads, repetitions, 0, n_gen, build, use_cache=False)
+        bw = bw + memory_bandwidth(threads, passes=passes)
+    return speeds, bw

@@ -16,6 +16,7 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -65,6 +66,21 @@ def run_llama_perplexity(
     max_chunks: int | None = None,
 ) -> ToolResult:
     """llama-perplexity --kl-divergence-base on the reference, then --kl-divergence on the variant."""
+    return run_llama_perplexity_many(reference, [variant], text_file, n_ctx, threads, workdir, build, max_chunks)[0]
+
+
+def run_llama_perplexity_many(
+    reference: ResolvedModel,
+    variants: Sequence[ResolvedModel],
+    text_file: Path,
+    n_ctx: int,
+    threads: int,
+    workdir: Path,
+    build: BuildInfo | None = None,
+    max_chunks: int | None = None,
+) -> list[ToolResult]:
+    """One base pass writing the reference's logits file, then one --kl-divergence pass per
+    variant against it: the tool's way to score several variants (``make bench`` times it)."""
     build = build or current_build()
     tool = str(build.tool("llama-perplexity"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -82,19 +98,25 @@ def run_llama_perplexity(
             raise UserError(f"llama-perplexity failed (exit {proc.returncode}):\n" + "\n".join(out.splitlines()[-10:]))
         return out, time.perf_counter() - started
 
-    _, t_base = run(["-m", str(reference.path), *common])
-    out, t_var = run(["-m", str(variant.path), *common, "--kl-divergence"])
-    chunks = re.findall(r"^\s*(\d+)\s+[\d.]+\s+±", out, re.M)
-    result = ToolResult(
-        values=parse_tool_output(out),
-        n_chunks=int(chunks[-1]) if chunks else 0,
-        base_logits_bytes=base_file.stat().st_size,
-        seconds_base=t_base,
-        seconds_variant=t_var,
-        command=" ".join([Path(tool).name, "-m", variant.path.name, *common, "--kl-divergence"]),
-    )
-    base_file.unlink()  # measured; not kept (it is the file our evaluator avoids)
-    return result
+    try:
+        _, t_base = run(["-m", str(reference.path), *common])
+        results = []
+        for variant in variants:
+            out, t_var = run(["-m", str(variant.path), *common, "--kl-divergence"])
+            chunks = re.findall(r"^\s*(\d+)\s+[\d.]+\s+±", out, re.M)
+            results.append(
+                ToolResult(
+                    values=parse_tool_output(out),
+                    n_chunks=int(chunks[-1]) if chunks else 0,
+                    base_logits_bytes=base_file.stat().st_size,
+                    seconds_base=t_base,
+                    seconds_variant=t_var,
+                    command=" ".join([Path(tool).name, "-m", variant.path.name, *common, "--kl-divergence"]),
+                )
+            )
+    finally:
+        base_file.unlink(missing_ok=True)  # measured; not kept (it is the file our evaluator avoids)
+    return results
 
 
 def compare(ours: dict[str, float], tool: dict[str, float], exact: dict[str, float] | None = None) -> pd.DataFrame:
