@@ -122,3 +122,16 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, object]] = {
         "N_GEN": SELECTION_N_GEN,
     },
 }
+
+
+def describe_parameters(notebook: str, namespace: dict[str, object]) -> str:
+    """The one statement of the parameters a notebook ran with, for its page (the parameter cells
+    themselves are hidden there), naming any that differ from the book's defaults."""
+    book = NOTEBOOK_PARAMETERS[notebook]
+    values = {k: namespace[k] for k in book}
+    changed = [k for k in book if values[k] != book[k]]
+    shown = ", ".join(f"{k} = {v!r}" for k, v in values.items())
+    if not changed:
+        return f"Parameters of this run (the book's defaults): {shown}."
+    diff = "; ".join(f"{k} (default {book[k]!r})" for k in changed)
+    return f"Parameters of this run: {shown}. Changed from the book's defaults: {diff}."

@@ -40,3 +40,13 @@ def test_one_thread_rule() -> None:
     for bad in (0, -1, 1.5, "2"):
         with pytest.raises(UserError, match="THREADS must be a whole number"):
             defaults.threads(bad)  # type: ignore[arg-type]
+
+
+def test_the_parameters_statement_names_what_changed() -> None:
+    values = dict(defaults.NOTEBOOK_PARAMETERS["serving"])
+    assert defaults.describe_parameters("serving", values).startswith(
+        "Parameters of this run (the book's defaults): MODEL = "
+    )
+    values["MAX_TOKENS"] = 7
+    text = defaults.describe_parameters("serving", values)
+    assert text.endswith(f"Changed from the book's defaults: MAX_TOKENS (default {defaults.MAX_TOKENS!r}).")
