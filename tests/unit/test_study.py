@@ -82,10 +82,13 @@ def test_llama_perplexity_output_is_parsed() -> None:
 
 def test_compare_applies_each_metrics_tolerance() -> None:
     tool = {m.name: 1.0 for m in metrics.CROSSCHECKED}
-    ours = dict(tool, ppl_q=1.0005, same_top_pct=1.5)  # rel 5e-4 (within 1e-3); abs 0.5 (beyond 0.3)
+    ppl_tol = metrics.BY_NAME["ppl_q"].tolerance[1]
+    top_tol = metrics.BY_NAME["same_top_pct"].tolerance[1]
+    ours = dict(tool, ppl_q=1.0 + ppl_tol / 2, same_top_pct=1.0 + 2 * top_tol)  # half a bound in, twice a bound out
     table = compare(ours, tool)
     assert bool(table.loc["ppl_q", "within"]) and not bool(table.loc["same_top_pct", "within"])
-    assert table.loc["ppl_q", "difference"] == pytest.approx(5e-4)
+    assert table.loc["ppl_q", "difference"] == pytest.approx(ppl_tol / 2)
+    assert table.drop(index=["same_top_pct"])["within"].all()
 
 
 def _run(kld: dict[str, float], tg: dict[str, float]) -> pd.DataFrame:
