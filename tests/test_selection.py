@@ -190,7 +190,70 @@ def test_licenses(smollm2, gemma) -> None:
     g = selection.candidate_license(gemma)
     assert g["license"] == "Gemma Terms of Use" and g["kind"] == "custom"
     table = selection.licenses_table()
-    assert len(table) == 6 and set(table["license"]) == {"custom", "MIT", "Apache 2.0"}
+    assert len(table) == 6 and set(table["license"]) == {
+        "custom",
+        "MIT",
+        "Apache 2.0",
+        "Apache 2.0; custom for 3B and 72B",
+    }
+    assert "100 million" in table.loc["Alibaba", "in short"] and "Apache 2.0" in table.loc["Alibaba", "in short"]
+
+
+# --------------------------------------------------------------------------- published hyperparameters
+
+
+@pytest.mark.parametrize("which", ["smollm2", "gemma"])
+def test_published_route_is_the_gguf_estimate(which, request) -> None:
+    """Typed in from the model cards, the hyperparameters give the estimate read from the real file.
+
+    Tolerance: weights, KV cache and compute buffer identical; the total may differ only by the
+    estimated BPE merges (MERGE_BYTES each), which no card publishes.
+    """
+    from gguf import GGUFReader
+
+    model = request.getfixturevalue(which)
+    hp = next(hp for hp in selection.load_published() if hp.catalog == model.spec)
+    from_file = selection.architecture(model)
+    from_card = selection.published_architecture(hp, model.info.quant_type)
+    # llama-quantize's choice of type, tensor by tensor, against the file
+    file_types = {t.name: t.tensor_type.name for t in GGUFReader(model.path).tensors}
+    card_types = {
+        name: selection.tensor_type(name, shape, model.info.quant_type, hp) for name, shape in selection.tensors(hp)
+    }
+    assert card_types == file_types
+    assert from_card.weight_bytes == from_file.weight_bytes
+    assert selection.counted_parameters(hp) == model.info.parameters
+    merges_gap = abs(from_card.merges - from_file.merges)
+    assert merges_gap <= 0.01 * max(from_file.merges, 1) or from_file.merges == from_card.merges == 0
+    for ctx in (2048, 8192, 32768):
+        a = selection.estimate_memory(model, ctx, arch=from_file)
+        b = selection.estimate_architecture(from_card, ctx, name=model.spec)
+        assert (a.n_ctx, a.weights, a.kv, a.compute, a.output) == (b.n_ctx, b.weights, b.kv, b.compute, b.output)
+        assert abs(b.total - a.total) == selection.MERGE_BYTES * merges_gap
+    routes = selection.route_check([model], [2048, 32768])
+    assert (routes["difference (bytes)"].abs() == selection.MERGE_BYTES * merges_gap).all()
+    assert "reproduces the files' tensor bytes exactly and gives the same KV cache" in selection.route_sentence(routes)
+
+
+def test_llama_fit_params_on_a_catalog_model(smollm2, build) -> None:
+    """On this CPU-only build it fits nothing, but its log projects host memory: compare it part by part."""
+    r = selection.llama_fit_params(smollm2, 2048, build=build, use_cache=False)
+    assert r.stdout == "-c 2048 -ngl -1"  # no GPU: nothing to offload, the context as given
+    total, model_mib, context_mib, compute_mib = r.host
+    assert total == model_mib + context_mib + compute_mib == r.projected
+    e = selection.estimate_memory(smollm2, 2048)
+    assert model_mib == e.weights // MIB and context_mib == e.kv // MIB  # printed as whole MiB
+    logits_512 = 4 * 49152 * 512 // MIB  # its compute reserves logits for every token of a 512-token batch
+    assert compute_mib >= logits_512
+    assert (
+        selection.shown_command(r) == "llama-fit-params -m SmolLM2-135M-Instruct.Q4_1.gguf -c 2048 -np 1 -fa on -lv 4"
+    )
+    again = selection.llama_fit_params(smollm2, 2048, build=build)
+    assert again == r  # cached by content
+    table = selection.fit_params_table([smollm2], [2048], build=build)
+    assert table["fit-params: projected total"].iloc[0] == r.projected
+    with pytest.raises(UserError, match="must be positive"):
+        selection.llama_fit_params(smollm2, 0, build=build)
 
 
 def test_recommendation_puts_fit_first(smollm2, gemma, assumptions) -> None:

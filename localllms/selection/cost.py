@@ -117,12 +117,17 @@ class CloudPrice:
         return blended(self.input_per_m, self.output_per_m)
 
 
-# Per-million-token prices as the chapter quotes them (late 2024); they change often.
+# Per-million-token prices as the chapter quotes them; they change often. DeepSeek-V3's are the
+# standard rates of DeepSeek's API price list (deepseek-chat; input on a cache miss), announced at
+# the model's release for after its launch discount ended on 8 February 2025 -- not from its
+# technical report, which gives no prices.
 CLOUD_PRICES = (
     CloudPrice("Mistral NeMo", 0.15, 0.15, "mistraltechnology2024", "Mistral, fine-tuned model prices, 22 Dec 2024"),
     CloudPrice("Mistral Small", 0.2, 0.6, "mistraltechnology2024", "Mistral, fine-tuned model prices, 22 Dec 2024"),
     CloudPrice("Codestral", 0.2, 0.6, "mistraltechnology2024", "Mistral, fine-tuned model prices, 22 Dec 2024"),
-    CloudPrice("DeepSeek-V3", 0.27, 1.1, "deepseek2024v3", "DeepSeek's own figures at release"),
+    CloudPrice(
+        "DeepSeek-V3", 0.27, 1.1, "deepseek2025apipricing", "DeepSeek API price list, standard rate from 8 Feb 2025"
+    ),
     CloudPrice(
         "Mistral Large 24.11", 2.0, 6.0, "mistraltechnology2024", "Mistral, fine-tuned model prices, 22 Dec 2024"
     ),

@@ -6,12 +6,13 @@ import pandas as pd
 
 from ..models import ResolvedModel
 
-# The chapter's table of open-model licenses, restated.
+# The chapter's table of open-model licenses, restated. The Qwen2.5 row is corrected from Qwen's
+# release notes and the 72B model's license: most sizes are Apache 2.0; only 3B and 72B are not.
 OPEN_MODEL_LICENSES = (
     ("Meta AI", "LLaMA 3", "custom", "Free until a service passes 700 million users; its outputs may not be used to train other (non-LLaMA) LLMs."),
     ("Microsoft", "Phi-3", "MIT", "Permissive: use, change and redistribute, commercially too, under simple terms."),
     ("Mistral AI", "Mistral", "Apache 2.0", "Permissive: broad commercial rights with few restrictions."),
-    ("Alibaba", "Qwen2.5", "custom", "Free until a service passes 100 million users; its outputs may not be used to train other (non-Qwen) LLMs."),
+    ("Alibaba", "Qwen2.5", "Apache 2.0; custom for 3B and 72B", "0.5B, 1.5B, 7B, 14B and 32B are permissive (Apache 2.0). 72B (Qwen License): free until a service passes 100 million monthly active users, and a model trained on its outputs must say 'Built with Qwen'. 3B (Qwen Research License): research and evaluation only."),
     ("Google", "Gemma", "custom", "Free, with usage restrictions; a model trained on Gemma's outputs counts as a Gemma derivative."),
     ("DeepSeek", "DeepSeek-V2", "custom", "Free, with usage restrictions; a model trained on its outputs counts as a DeepSeek derivative."),
 )  # fmt: skip
@@ -26,6 +27,7 @@ _LICENSE_KINDS = {
     "llama3.1": ("Llama 3.1 Community License", "custom"),
     "llama3.2": ("Llama 3.2 Community License", "custom"),
     "qwen": ("Qwen License", "custom"),
+    "qwen-research": ("Qwen Research License", "custom: research and evaluation only"),
 }
 
 

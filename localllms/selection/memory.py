@@ -221,12 +221,26 @@ def estimate_memory(
     """RAM llama-server needs for ``model`` with ``n_parallel`` slots of ``context`` tokens."""
     if context < 1 or n_parallel < 1:
         raise UserError(f"The context ({context}) and the number of parallel slots ({n_parallel}) must be positive.")
-    arch = arch or architecture(model)
+    return estimate_architecture(arch or architecture(model), context, n_parallel, clip, runtime_bytes, model.spec)
+
+
+def estimate_architecture(
+    arch: Architecture,
+    context: int,
+    n_parallel: int = 1,
+    clip: bool = True,
+    runtime_bytes: int = RUNTIME_BYTES,
+    name: str = "",
+) -> MemoryEstimate:
+    """The same estimate for an Architecture without a file: read from a GGUF (``architecture``)
+    or built from a model's published hyperparameters (``published.published_architecture``)."""
+    if context < 1 or n_parallel < 1:
+        raise UserError(f"The context ({context}) and the number of parallel slots ({n_parallel}) must be positive.")
     clipped = clip and 0 < arch.trained_context < context
     n_ctx = _pad(arch.trained_context if clipped else context)
     n_ubatch = min(N_UBATCH, n_ctx * n_parallel)  # llama.cpp never batches more than the context
     return MemoryEstimate(
-        model=model.spec,
+        model=name or arch.name,
         context=context,
         n_ctx=n_ctx,
         clipped=clipped,

@@ -1,0 +1,213 @@
+"""Will it fit? Well-known open models at common quant types, contexts and machine sizes.
+
+The estimate is ``memory.estimate_architecture`` on an Architecture built from each model's
+published hyperparameters (``published.published_architecture``); nothing here is run. The
+verdict is ``memory.verdict`` against the machine's installed RAM: "fits" at most ``FIT_SHARE``
+(80 %) of it, the rest left to the operating system, other programs and the estimate's error;
+"tight" up to all of it; else "does not fit". ``route_check`` shows that the published route
+is the same estimator as the GGUF route, on the two catalog models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from ..errors import UserError
+from ..models import ResolvedModel
+from .memory import FIT_SHARE, GIB, MIB, architecture, estimate_architecture, estimate_memory, verdict
+from .published import Hyperparameters, counted_parameters, load_published, published_architecture
+
+
+def _contexts(hp: Hyperparameters, contexts: Sequence[int]) -> list[tuple[str, int]]:
+    return [(f"{c:,}", c) for c in contexts] + [("trained maximum", hp.trained_context)]
+
+
+def fit_rows(
+    published: Sequence[Hyperparameters],
+    quant_types: Sequence[str],
+    contexts: Sequence[int],
+    machines_gib: Sequence[int],
+    n_parallel: int = 1,
+) -> pd.DataFrame:
+    """One row per model, quant type and context: the estimate's parts and the verdict per machine."""
+    if not published or not quant_types or not contexts or not machines_gib:
+        raise UserError("Give at least one model, quant type, context and machine size.")
+    if min(machines_gib) <= 0:
+        raise UserError(f"Machine sizes must be positive GiB, not {list(machines_gib)}.")
+    rows = []
+    for hp in published:
+        params = counted_parameters(hp)
+        for q in quant_types:
+            arch = published_architecture(hp, q)
+            for label, c in _contexts(hp, contexts):
+                e = estimate_architecture(arch, c, n_parallel, name=hp.model)
+                row = {
+                    "model": hp.model,
+                    "quant": q,
+                    "context": label,
+                    "tokens": e.n_ctx,
+                    "clipped": e.clipped,
+                    "bits/weight": 8 * e.weights / params,
+                    "weights (GiB)": e.weights / GIB,
+                    "KV cache (GiB)": e.kv / GIB,
+                    "other (GiB)": (e.compute + e.output + e.tokenizer + e.runtime) / GIB,
+                    "total (GiB)": e.total / GIB,
+                }
+                for m in machines_gib:
+                    row[f"{m} GB"] = verdict(e.total, m * GIB)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _smallest(row: pd.Series, machines_gib: Sequence[int]) -> str:
+    ordered = sorted(machines_gib)
+    for m in ordered:
+        if row[f"{m} GB"] == "fits":
+            return f"{m} GB"
+    for m in ordered:
+        if row[f"{m} GB"] == "tight":
+            return f"{m} GB, tight"
+    return f"none up to {ordered[-1]} GB"
+
+
+def will_it_fit(rows: pd.DataFrame, machines_gib: Sequence[int]) -> pd.DataFrame:
+    """The summary: per model and quant type, the estimate at each context and the smallest machine it fits."""
+    out = []
+    for (model, quant), g in rows.groupby(["model", "quant"], sort=False):
+        first = g.iloc[0]
+        rec: dict[str, object] = {
+            "model": model,
+            "quant": quant,
+            "bits/weight": round(float(first["bits/weight"]), 2),
+            "weights (GiB)": round(float(first["weights (GiB)"]), 1),
+        }
+        trained = int(g.loc[g["context"] == "trained maximum", "tokens"].iloc[0])
+        for _, r in g.iterrows():
+            label = "trained max" if r["context"] == "trained maximum" else r["context"]
+            if label == "trained max":
+                rec["trained max (tokens)"] = trained
+            if r["clipped"]:
+                rec[f"{label}: GiB"] = "–"
+                rec[f"{label}: machine"] = f"beyond its {trained:,}"
+            else:
+                rec[f"{label}: GiB"] = f"{r['total (GiB)']:.1f}"
+                rec[f"{label}: machine"] = _smallest(r, machines_gib)
+        out.append(rec)
+    return pd.DataFrame(out).set_index(["model", "quant"])
+
+
+def fixed_parts_sentence(rows: pd.DataFrame) -> str:
+    """How much of the table rests on the parts fitted on the two small catalog models."""
+    share = rows["other (GiB)"] / rows["total (GiB)"]
+    i = rows["other (GiB)"].idxmax()
+    return (
+        f"The parts of these estimates fitted on the two small catalog models (compute buffer, output, "
+        f"tokenizer tables, runtime) come to at most {rows.loc[i, 'other (GiB)'] * 1024:.0f} MiB "
+        f"({rows.loc[i, 'model']}, {rows.loc[i, 'quant']}, {rows.loc[i, 'tokens']:,} tokens), and to at most "
+        f"{100 * share.max():.1f} % of any estimate in the table; the rest, weights and KV cache, follows "
+        f"llama.cpp's allocation rules, checked against both catalog files above."
+    )
+
+
+def catalog_rows(models: Sequence[ResolvedModel], published: Sequence[Hyperparameters] | None = None) -> dict:
+    """The CSV row of each catalog model among ``models`` (matched on the catalog name)."""
+    published = load_published() if published is None else published
+    by_catalog = {hp.catalog: hp for hp in published if hp.catalog}
+    return {m.spec: by_catalog[m.spec] for m in models if m.spec in by_catalog}
+
+
+def route_check(
+    models: Sequence[ResolvedModel],
+    contexts: Sequence[int],
+    n_parallel: int = 1,
+    published: Sequence[Hyperparameters] | None = None,
+) -> pd.DataFrame:
+    """The GGUF route against the published-hyperparameter route for the catalog models, part by part."""
+    rows = []
+    for m in models:
+        hp = catalog_rows([m], published).get(m.spec)
+        if hp is None:
+            continue
+        from_file = architecture(m)
+        from_card = published_architecture(hp, m.info.quant_type)
+        for n_ctx in sorted({estimate_memory(m, c, n_parallel, arch=from_file).n_ctx for c in contexts}):
+            a = estimate_memory(m, n_ctx, n_parallel, arch=from_file)
+            b = estimate_architecture(from_card, n_ctx, n_parallel, name=m.spec)
+            rows.append(
+                {
+                    "model": m.spec,
+                    "quant": m.info.quant_type,
+                    "context": n_ctx,
+                    "weights: file / published (bytes)": f"{a.weights:,} / {b.weights:,}",
+                    "KV: file / published (MiB)": f"{a.kv / MIB:.2f} / {b.kv / MIB:.2f}",
+                    "merges: file / estimated": f"{from_file.merges:,} / {from_card.merges:,}",
+                    "GGUF route (MiB)": round(a.total / MIB, 2),
+                    "published route (MiB)": round(b.total / MIB, 2),
+                    "difference (bytes)": b.total - a.total,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def route_vs_measured(routes: pd.DataFrame, validation: pd.DataFrame) -> pd.DataFrame:
+    """Both routes against the measured peak resident memory of the same server runs."""
+    measured = validation[["model", "context", "measured peak (MiB)"]]
+    t = routes[["model", "context", "GGUF route (MiB)", "published route (MiB)"]].merge(
+        measured, on=["model", "context"], how="inner"
+    )
+    for col in ("GGUF route (MiB)", "published route (MiB)"):
+        name = col.split(" (")[0]
+        t[f"{name} error (%)"] = (100 * (t[col] - t["measured peak (MiB)"]) / t["measured peak (MiB)"]).round(1)
+    return t
+
+
+def measured_error_sentence(validation: pd.DataFrame) -> str:
+    """The estimator's measured error on the catalog models, from the validation run's own numbers."""
+    if validation.empty:
+        return "No estimate was measured against a server in this run."
+    err = validation["error (%)"]
+    models = validation["model"].nunique()
+    return (
+        f"Measured in this run on the {models} catalog models, at {len(validation)} model and context "
+        f"pairs, the estimate landed between {err.min():+.1f} % and {err.max():+.1f} % of the peak "
+        f"resident memory of a real llama-server; the verdicts above leave {100 * (1 - FIT_SHARE):.0f} % of "
+        f"the RAM for that error and for everything else the machine runs."
+    )
+
+
+def route_sentence(routes: pd.DataFrame) -> str:
+    """What the route check shows, from its own columns."""
+    if routes.empty:
+        return "None of these candidates has a row in the published-hyperparameters file."
+    weights = routes["weights: file / published (bytes)"].str.split(" / ")
+    kv = routes["KV: file / published (MiB)"].str.split(" / ")
+    same_weights = all(a == b for a, b in weights)
+    same_kv = all(a == b for a, b in kv)
+    largest = int(routes["difference (bytes)"].abs().max())
+    return (
+        f"Built from the cards' numbers, the estimate {'reproduces' if same_weights else 'does not reproduce'} "
+        f"the files' tensor bytes exactly and {'gives' if same_kv else 'does not give'} the same KV cache; "
+        f"its totals differ from the file route's by at most {largest:,} bytes"
+        + (", the estimated merges." if same_weights and same_kv else ".")
+    )
+
+
+def fit_reading(rows: pd.DataFrame, machines_gib: Sequence[int]) -> str:
+    """A short reading of the table, computed from it: the smallest machine, the largest, and the KV cache."""
+    small, large = f"{min(machines_gib)} GB", f"{max(machines_gib)} GB"
+    first = rows["context"].iloc[0]
+    at_first = rows[rows["context"] == first]
+    fits_small = at_first[at_first[small] == "fits"]
+    names = "; ".join(f"{m} at {', '.join(g['quant'])}" for m, g in fits_small.groupby("model", sort=False))
+    no_large = at_first[at_first[large] != "fits"]
+    big = "; ".join(f"{m} at {', '.join(g['quant'])}" for m, g in no_large.groupby("model", sort=False))
+    trained = rows[(rows["context"] == "trained maximum") & (rows["quant"] == rows["quant"].iloc[0])]
+    kv = "; ".join(f"{r['model']} {r['KV cache (GiB)']:.1f} GiB at {r['tokens']:,}" for _, r in trained.iterrows())
+    return (
+        f"At {first} tokens, {small} of RAM fits {names or 'none of them'}. "
+        + (f"Even {large} cannot hold these within {100 * FIT_SHARE:.0f} % of its RAM: {big}. " if big else "")
+        + f"The KV cache is the same at every quant type and grows with the context; at each model's trained "
+        f"maximum it is: {kv}."
+    )
