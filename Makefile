@@ -13,7 +13,7 @@ MODEL ?= smollm2-135m-instruct
 BOOK_ARGS ?=
 REMEASURE ?= 0
 
-.PHONY: help setup book notebooks html record test test-fast lint format lab bench clean
+.PHONY: help setup book notebooks html record test test-fast lint format lab bench clean open-webui
 help:
 	@sed -n '1,6p' Makefile
 
@@ -78,6 +78,13 @@ test-fast: $(VENV)/.deps lint
 
 bench: setup
 	$(PY) scripts/bench.py
+
+# Optional (not needed by `make book` or `make test`): Open WebUI in its own venv under the cache
+# (about 3 GB: torch, sentence-transformers, ...), pinned by requirements-openwebui.txt, then a real
+# chat with it on llama-server, screenshotted into _build/images/open-webui.png (+ open-webui.json).
+open-webui: setup
+	$(PY) -m localllms open-webui install
+	$(PY) -m localllms open-webui screenshot
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache
