@@ -5,6 +5,7 @@ table, or JSON with ``--json``), in the manner of llama.cpp's own tools:
 
 * the stages: ``build``, ``models``, ``reference``, ``prompts``, ``quant-types``;
 * the case study without a notebook: ``study`` (same code, CSV and store rows as the notebook);
+* many models and machines: ``sweep`` (one study per model and machine on Dask, rows into one store);
 * the book: ``run-notebooks`` (only what changed), ``build-html``, ``record`` (re-record the
   committed default run: the one command that writes tracked files).
 """
@@ -147,6 +148,38 @@ def _parameters(pairs: list[list[str]]) -> dict:
     return params
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from . import compare, study, sweep
+
+    config = study.StudyConfig(  # checks every value before a cluster starts
+        quant_types=tuple(args.quants),
+        num_prompts=args.prompts,
+        min_prompt_length=args.min_length,
+        max_prompt_length=args.max_length,
+        threads=args.threads,
+        repetitions=args.repetitions,
+        n_prompt=args.n_prompt,
+        n_gen=args.n_gen,
+        corpus_source=args.corpus,
+    )
+    result = sweep.run(args.models, config, args.scheduler, args.workers, args.force, args.store)
+    if args.json:
+        outcomes = [vars(o) for o in result.outcomes]
+        print(json.dumps({"outcomes": outcomes, "rows": json.loads(result.rows.to_json(orient="records"))}, indent=2))
+    else:
+        print("\n".join(sweep.summary(result)))
+        if not result.rows.empty:
+            df = compare.prepare(result.rows, args.models)
+            print()
+            print("Quality and size (the same on machines with the same build and CPU features):")
+            print(compare.quality_table(df).to_markdown())
+            print()
+            print("Throughput (each machine's own; not comparable across machines):")
+            print(compare.speed_table(df).to_markdown())
+    if not result.ok:
+        raise SystemExit(1)
+
+
 def cmd_run_notebooks(args: argparse.Namespace) -> None:
     from . import book
 
@@ -157,7 +190,7 @@ def cmd_run_notebooks(args: argparse.Namespace) -> None:
 def cmd_record(args: argparse.Namespace) -> None:
     from . import book
 
-    for path in book.record():
+    for path in book.record(from_build=args.from_build):
         print(f"recorded: {path}")
 
 
@@ -165,6 +198,12 @@ def cmd_build_html(args: argparse.Namespace) -> None:
     from . import book
 
     print(f"book: {book.build_html()}")
+
+
+def cmd_open_webui(args: argparse.Namespace) -> None:
+    from .serve import openwebui
+
+    openwebui.main([args.action, *args.options])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +247,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", choices=["auto", "wikitext", "offline"], default=defaults.CORPUS_SOURCE)
     p.set_defaults(func=cmd_study)
 
+    p = sub.add_parser(
+        "sweep",
+        help="run the study for many models (and machines) on Dask; rows into one store",
+        description="One study per model and machine, run by Dask distributed: a LocalCluster of this machine, "
+        "or the cluster of --scheduler. Concurrency rule: a host runs at most max(1, cores // threads) studies "
+        "at once (studies x threads <= cores), because llama-bench's throughput is spoiled by a study running "
+        "beside it; with --threads unset (every core) that is one study at a time. Studies already in the "
+        "store are skipped; a failed study is reported and the others finish (exit status 1).",
+    )
+    p.add_argument("--models", type=_csv_list, required=True, help="comma-separated catalog names or .gguf paths")
+    p.add_argument(
+        "--scheduler", default=None, help="a Dask scheduler address (tcp://HOST:8786); default: a LocalCluster"
+    )
+    p.add_argument("--workers", type=int, default=None,
+                   help="LocalCluster workers (default and maximum: max(1, cores // threads))")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="run studies whose rows are in the store already")
+    p.add_argument(
+        "--store", type=Path, default=None, help="the DuckDB results store (default: data/results/results.duckdb)"
+    )
+    p.add_argument("--quants", type=_csv_list, default=list(defaults.QUANT_TYPES), help="comma-separated quant types")
+    p.add_argument("--prompts", type=int, default=defaults.NUM_PROMPTS, help="number of prompts")
+    p.add_argument("--min-length", type=int, default=defaults.MIN_PROMPT_LENGTH)
+    p.add_argument("--max-length", type=int, default=defaults.MAX_PROMPT_LENGTH)
+    p.add_argument("--threads", type=int, default=None, help="threads per study (default: every core of its host)")
+    p.add_argument("--repetitions", type=int, default=defaults.REPETITIONS, help="llama-bench -r")
+    p.add_argument("--n-prompt", type=int, default=defaults.N_PROMPT, help="llama-bench -p")
+    p.add_argument("--n-gen", type=int, default=defaults.N_GEN, help="llama-bench -n")
+    p.add_argument("--corpus", choices=["auto", "wikitext", "offline"], default=defaults.CORPUS_SOURCE)
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("run-notebooks", help="execute the book's notebooks with papermill")
     p.add_argument("--model", default=defaults.DEFAULT_MODEL)
     p.add_argument("--only", nargs="*", help="notebook names to run (default: all)")
@@ -217,10 +286,17 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_run_notebooks)
 
     p = sub.add_parser("record", help="re-record the book's default run into notebooks/, data/ and book/images/")
+    p.add_argument("--from-build", action="store_true",
+                   help="record the default run already executed in _build/executed (e.g. by a cold make book) without executing again")  # fmt: skip
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("build-html", help="build the HTML book from the executed notebooks")
     p.set_defaults(func=cmd_build_html)
+
+    p = sub.add_parser("open-webui", help="optional: Open WebUI in its own venv, on llama-server, and its screenshot")
+    p.add_argument("action", choices=["install", "status", "screenshot"])
+    p.add_argument("options", nargs=argparse.REMAINDER, help="the action's options (open-webui ACTION --help)")
+    p.set_defaults(func=cmd_open_webui)
 
     args = parser.parse_args(argv)
     try:

@@ -12,7 +12,7 @@ cache mode (which key a notebook on its code cells) with what they cannot see ad
   ``remeasure=True`` (``make book REMEASURE=1``) executes everything again and makes
   every measurement run instead of reading its cache.
 * While a notebook runs, its stage progress goes to the terminal (``localllms.progress``
-  writes to ``_build/progress.log``; a thread here copies it to stderr as it grows);
+  writes to ``_build/progress-PID.log``; a thread here copies it to stderr as it grows);
   the page gets none of it.
 * Executed notebooks, results and images of any run go under ``_build/``; nothing here
   writes a tracked file. ``record`` (``make record``) is the one deliberate exception: it
@@ -187,7 +187,8 @@ def _executed_key(name: str) -> str:
 @contextmanager
 def _progress_to_terminal() -> Iterator[None]:
     """Point the kernels' progress bars at a file and copy it to this terminal as it grows."""
-    log = BUILD_DIR / "progress.log"
+    # one file per run: two runs in one tree (a test beside a build) must not mix their bars
+    log = BUILD_DIR / f"progress-{os.getpid()}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     previous = os.environ.get(progress.ENV)
@@ -213,6 +214,7 @@ def _progress_to_terminal() -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=5)
+        log.unlink(missing_ok=True)
         if previous is None:
             os.environ.pop(progress.ENV, None)
         else:
@@ -312,11 +314,27 @@ def run_notebooks(
     return done
 
 
-def record() -> list[Path]:
+def record(from_build: bool = False) -> list[Path]:
     """Re-record the book's default run: execute every notebook with its defaults, measuring
     afresh, and copy what the book commits (notebooks, results CSV, prompts file, images)
-    into the tracked tree. The only step that writes tracked files, and only when asked."""
-    executed = run_notebooks(remeasure=True)
+    into the tracked tree. The only step that writes tracked files, and only when asked.
+
+    ``from_build`` copies the executed notebooks already in ``_build/executed/`` instead, e.g.
+    after a cold ``make book`` on a quiet machine, provided each is the default run of the
+    current sources (same key); otherwise it says which one is not and copies nothing."""
+    if from_build:
+        defaults_params = {"MODEL": defaults.DEFAULT_MODEL}
+        stale = [
+            nb.stem for nb in notebooks() if _executed_key(nb.stem) != content_key(notebook_inputs(nb, defaults_params))
+        ]
+        if stale:
+            raise UserError(
+                f"The executed {', '.join(stale)} in {EXECUTED_DIR} is not the default run of the current "
+                "sources; run `make book` (default parameters) first, or `make record` to execute and record."
+            )
+        executed = [EXECUTED_DIR / nb.name for nb in notebooks()]
+    else:
+        executed = run_notebooks(remeasure=True)
     copied = []
     for out in executed:
         dest = NOTEBOOK_DIR / out.name
