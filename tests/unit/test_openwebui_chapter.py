@@ -10,7 +10,7 @@ import pytest
 
 from localllms.errors import UserError
 from localllms.paths import PROJECT_ROOT
-from localllms.serve import openwebui
+from localllms.serve import openwebui, openwebui_venv
 
 CHAPTER = (PROJECT_ROOT / "book" / "user_interfaces.md").read_text()
 
@@ -56,6 +56,6 @@ def test_an_install_record_for_other_pins_is_not_an_install(monkeypatch: pytest.
     }  # fmt: skip
     (tmp_path / "open-webui" / "install.json").write_text(json.dumps(record))
     assert openwebui.installed() is None
-    record["key"] = openwebui.install_key()
+    record["key"] = openwebui_venv.install_key()
     (tmp_path / "open-webui" / "install.json").write_text(json.dumps(record))
     assert openwebui.installed() is not None
