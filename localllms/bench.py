@@ -209,3 +209,90 @@ def generation_roofline(
         speeds[m.display] = llama_bench(m, threads, repetitions, 0, n_gen, build, use_cache=False)
         bw = bw + memory_bandwidth(threads, passes=passes)
     return speeds, bw
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One llama-bench test of a sweep: prompt processing (``n_gen == 0``) or generation at a
+    thread count, a depth (tokens already in the context) and a repack setting."""
+
+    model_sha256: str
+    test: str  # "pp" or "tg"
+    n_prompt: int
+    n_gen: int
+    depth: int
+    threads: int
+    repack: bool
+    tps: float
+    sd: float
+    samples: list[float]
+    measured_at: str
+
+
+def parse_llama_bench_sweep(rows: list[dict], model_sha256: str) -> list[SweepPoint]:
+    """Every test of a llama-bench JSON run with lists of settings, one point each."""
+    return [
+        SweepPoint(
+            model_sha256=model_sha256,
+            test="tg" if r["n_gen"] else "pp",
+            n_prompt=int(r["n_prompt"]),
+            n_gen=int(r["n_gen"]),
+            depth=int(r.get("n_depth", 0)),
+            threads=int(r["n_threads"]),
+            repack=bool(r.get("repack", True)),
+            tps=float(r["avg_ts"]),
+            sd=float(r["stddev_ts"]),
+            samples=[float(x) for x in r["samples_ts"]],
+            measured_at=str(r["test_time"]),
+        )
+        for r in rows
+    ]
+
+
+def llama_bench_sweep(
+    model: ResolvedModel,
+    threads: Sequence[int] = (1,),
+    depths: Sequence[int] = (0,),
+    n_prompt: int = 512,
+    n_gen: int = 128,
+    repetitions: int = 3,
+    repack: Sequence[bool] = (True,),
+    build: BuildInfo | None = None,
+    use_cache: bool = True,
+) -> list[SweepPoint]:
+    """llama-bench over every combination of thread count, depth and repack setting, in one run
+    with its own list syntax (``-t 1,2 -d 0,512,2048 --repack 0,1 -o json``).
+
+    Depth is the number of tokens already in the context when a test starts (llama-bench fills
+    them first, untimed). Cached like :func:`llama_bench`, by model, build and every setting.
+    """
+    if not threads or not depths or not repack:
+        raise UserError("A llama-bench sweep needs at least one thread count, one depth and one repack setting.")
+    if min(threads) < 1 or min(depths) < 0 or repetitions < 1 or (n_prompt == 0 and n_gen == 0):
+        raise UserError(
+            "llama-bench sweep: threads and repetitions must be at least 1, depths at least 0, "
+            "and N_PROMPT or N_GEN above 0."
+        )
+    build = build or current_build()
+    settings = (list(threads), list(depths), n_prompt, n_gen, repetitions, [bool(r) for r in repack])
+    key = content_key(code_key("bench"), "sweep", model.sha256, build.key, *settings)
+    cached = cache_dir("bench") / f"sweep-{key}.json"
+    if use_cache and not remeasuring() and cached.exists():
+        return [SweepPoint(**p) for p in json.loads(cached.read_text())]
+
+    def csv(xs: Sequence[object]) -> str:
+        return ",".join(str(int(x)) for x in xs)
+
+    cmd = [str(build.tool("llama-bench")), "-m", str(model.path), "-r", str(repetitions), "-t", csv(threads),
+           "-d", csv(depths), "-p", str(n_prompt), "-n", str(n_gen), "--repack", csv(repack), "-o", "json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(
+            f"llama-bench failed on {model.path.name} (exit {proc.returncode}): " + proc.stderr.strip().splitlines()[-1]
+        )
+    points = parse_llama_bench_sweep(json.loads(proc.stdout), model.sha256)
+    write_atomic(cached, json.dumps([asdict(p) for p in points]))
+    return points

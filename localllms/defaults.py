@@ -52,13 +52,37 @@ N_PROMPT = 512  # llama-bench -p: llama-bench's own default prompt length
 N_GEN = 128  # llama-bench -n: llama-bench's own default generation length
 CROSSCHECK_QUANT = "Q4_K_M"  # the variant also scored by llama-perplexity: the common choice
 CROSSCHECK_CTX = 512  # llama-perplexity -c: the context its published KL tables use
+# Case study, part two (importance matrices, KV caches, sweeps, a second model).
+IMATRIX_QUANT_TYPES = ("Q2_K", "Q3_K_M", "Q4_K_M")  # the low-bit k-quants llama.cpp's README shows with and without
+IQUANT_TYPES = ("IQ2_XS", "IQ3_XXS", "IQ4_XS")  # an i-quant at each of 2, 3 and 4 bits
+IMATRIX_TOKENS = 8192  # calibration tokens: 16 chunks of 512; llama.cpp's README finds no gain from more
+DETAIL_NUM_PROMPTS = 30  # the first 30 prompts score the imatrix and KV-cache variants: ~3,000 tokens each
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")  # the cache types the CPU back end runs with flash attention
+SWEEP_QUANTS = ("Q4_K_M", "Q5_K_M")  # swept beside the reference: the common choice and the slow-prompt one
+SWEEP_DEPTHS = (0, 512, 2048)  # tokens already in the context: empty, one chunk, a long chat
+SWEEP_REPETITIONS = 3  # llama-bench -r per sweep point: a spread at a tenth of the main table's cost
+SECOND_MODEL = "gemma-3-270m"  # the other catalog model, set beside the first
+SECOND_QUANT_TYPES = ("Q2_K", "Q4_K_M", "Q8_0")  # low, the source's own type, high: within the time budget
+SECOND_NUM_PROMPTS = 20  # a fifth of the main run's prompts: its 262k-token vocabulary makes scoring slow
 
 # --------------------------------------------------------------------------- serving
 
-N_REQUESTS = 8  # sequential streamed requests for the latency table: a median and a p95
+N_REQUESTS = 30  # sequential streamed requests for the latency percentiles: ~900 token gaps for the ITL p99
 CONCURRENCY = (1, 2, 4, 8)  # clients in the load test, doubling up to 4x the cores here
 REQUESTS_PER_CLIENT = 2  # per level: enough to see queueing, few enough for ~1 min in all
 MAX_TOKENS = 32  # tokens per chat request: a short answer, so a level takes seconds
+WARMUP_REQUESTS = 2  # per server, left out of every statistic: the first requests pay one-time costs
+PROMPT_LENGTHS = (64, 128, 256, 512, 1024, 2048)  # prefix tokens: a short system prompt up to a page of document
+PROMPT_REPEATS = 2  # requests per length and cache mode: the second shows whether the first was an outlier
+PARALLEL = 4  # slots of the open-loop server: 2x the cores, where the closed-loop throughput still rose
+SLO_TTFT_MS = 1000.0  # service target: the answer starts within a second...
+SLO_TPOT_MS = 100.0  # ...and streams at 10 tokens/s or faster, faster than people read
+SLO_ATTAINMENT = 0.99  # ...for 99 % of requests (GuideLLM's chat examples state targets at 99 %)
+RATE_START = 1.0  # req/s where the rate search starts (a single slot answers a request in well under 1 s)
+REQUESTS_PER_RATE = 12  # Poisson arrivals per probed rate: a 99 % target then allows no miss; keeps the search short
+MAX_PROBES = 6  # rates probed at most: double until one fails, then bisect
+RATE_TOLERANCE = 0.25  # stop bisecting when the bracket is within 25 % of the passing rate
+STRUCTURED_MAX_TOKENS = 192  # per structured-output reply: nearly five times a complete object's ~40 tokens
 
 # --------------------------------------------------------------------------- model selection
 
@@ -75,6 +99,18 @@ SELECTION_NUM_PROMPTS = 20  # bits per byte: 20 prompts separate the two models 
 SELECTION_REPETITIONS = 3  # llama-bench -r for the speed table: a spread, in seconds
 SELECTION_N_PROMPT = 256  # the prompt length TTFT is quoted for
 SELECTION_N_GEN = 32
+# "Will it fit?" for published models (estimated, not run here).
+FIT_QUANT_TYPES = ("Q4_K_M", "Q5_K_M", "Q8_0", "F16")  # the common 4-bit type, a step up, 8-bit, unquantized
+FIT_CONTEXTS = (4096, 32768)  # a chat and a long document; each model's trained maximum is added
+MACHINES_GB = (8, 16, 32, 64)  # RAM of common laptops and desktops, in GiB as sold
+
+# --------------------------------------------------------------------------- comparing models
+
+# The comparison page's sweep: the case study's second-model run (types, prompts) for both catalog
+# models with the main run's llama-bench settings, so the rows that chapter stores are reused.
+COMPARE_MODELS = CANDIDATES  # the two catalog models
+COMPARE_QUANT_TYPES = SECOND_QUANT_TYPES  # low, the common choice, high: three points per model
+COMPARE_NUM_PROMPTS = SECOND_NUM_PROMPTS  # 20 prompts: bits per byte separates the two models clearly
 
 # --------------------------------------------------------------------------- notebooks
 
@@ -93,6 +129,18 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, object]] = {
         "CORPUS_SOURCE": CORPUS_SOURCE,
         "CROSSCHECK_QUANT": CROSSCHECK_QUANT,
         "CROSSCHECK_CTX": CROSSCHECK_CTX,
+        "IMATRIX_QUANT_TYPES": list(IMATRIX_QUANT_TYPES),
+        "IQUANT_TYPES": list(IQUANT_TYPES),
+        "IMATRIX_TOKENS": IMATRIX_TOKENS,
+        "DETAIL_NUM_PROMPTS": DETAIL_NUM_PROMPTS,
+        "KV_CACHE_TYPES": list(KV_CACHE_TYPES),
+        "SWEEP_QUANTS": list(SWEEP_QUANTS),
+        "SWEEP_DEPTHS": list(SWEEP_DEPTHS),
+        "SWEEP_THREADS": None,
+        "SWEEP_REPETITIONS": SWEEP_REPETITIONS,
+        "SECOND_MODEL": SECOND_MODEL,
+        "SECOND_QUANT_TYPES": list(SECOND_QUANT_TYPES),
+        "SECOND_NUM_PROMPTS": SECOND_NUM_PROMPTS,
     },
     "serving": {
         "MODEL": DEFAULT_MODEL,
@@ -101,6 +149,18 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, object]] = {
         "CONCURRENCY": list(CONCURRENCY),
         "REQUESTS_PER_CLIENT": REQUESTS_PER_CLIENT,
         "MAX_TOKENS": MAX_TOKENS,
+        "WARMUP_REQUESTS": WARMUP_REQUESTS,
+        "PROMPT_LENGTHS": list(PROMPT_LENGTHS),
+        "PROMPT_REPEATS": PROMPT_REPEATS,
+        "PARALLEL": PARALLEL,
+        "SLO_TTFT_MS": SLO_TTFT_MS,
+        "SLO_TPOT_MS": SLO_TPOT_MS,
+        "SLO_ATTAINMENT": SLO_ATTAINMENT,
+        "RATE_START": RATE_START,
+        "REQUESTS_PER_RATE": REQUESTS_PER_RATE,
+        "MAX_PROBES": MAX_PROBES,
+        "RATE_TOLERANCE": RATE_TOLERANCE,
+        "STRUCTURED_MAX_TOKENS": STRUCTURED_MAX_TOKENS,
         "OLLAMA_HOST": None,
         "LLAMAFILE": None,
     },
@@ -120,6 +180,23 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, object]] = {
         "REPETITIONS": SELECTION_REPETITIONS,
         "N_PROMPT": SELECTION_N_PROMPT,
         "N_GEN": SELECTION_N_GEN,
+        "FIT_QUANT_TYPES": list(FIT_QUANT_TYPES),
+        "FIT_CONTEXTS": list(FIT_CONTEXTS),
+        "MACHINES_GB": list(MACHINES_GB),
+    },
+    "comparing_models": {
+        "MODEL": DEFAULT_MODEL,
+        "MODELS": list(COMPARE_MODELS),
+        "QUANT_TYPES": list(COMPARE_QUANT_TYPES),
+        "NUM_PROMPTS": COMPARE_NUM_PROMPTS,
+        "MIN_PROMPT_LENGTH": MIN_PROMPT_LENGTH,
+        "MAX_PROMPT_LENGTH": MAX_PROMPT_LENGTH,
+        "THREADS": None,
+        "REPETITIONS": REPETITIONS,
+        "N_PROMPT": N_PROMPT,
+        "N_GEN": N_GEN,
+        "CORPUS_SOURCE": CORPUS_SOURCE,
+        "SCHEDULER": None,
     },
 }
 

@@ -52,6 +52,11 @@ class Sample:
         b = np.array([np.exp(s.nll_base.mean()) for s in self.prompts])
         return q, b
 
+    @cached_property
+    def dp(self) -> np.ndarray:
+        """Δp per position: p_Q(next token) - p_base(next token), as llama-perplexity defines it."""
+        return np.exp(-self.tokens.nll_q) - np.exp(-self.tokens.nll_base)
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -130,6 +135,55 @@ def same_top_pct(s: Sample) -> float:
     return float(100 * s.tokens.same_top.mean())
 
 
+# The tail statistics llama-perplexity prints (Δp in percent), with its own percentile rule.
+
+
+def tool_percentile(values: np.ndarray, fraction: float) -> float:
+    """A percentile as llama-perplexity computes it (tools/perplexity/perplexity.cpp): the values
+    sorted as float32, the index fraction x (n - 1) in float32, linear between its two neighbours;
+    fraction 0.5 is the median (the middle value, or the mean of the two middle ones)."""
+    v = np.sort(np.asarray(values, dtype=np.float32))
+    if fraction == 0.5:
+        n = v.size
+        return float(v[n // 2] if n % 2 else np.float32(0.5) * (v[n // 2] + v[n // 2 - 1]))
+    if fraction <= 0 or fraction >= 1:
+        return float(v[0] if fraction <= 0 else v[-1])
+    p = np.float32(fraction) * np.float32(v.size - 1)
+    ip = int(p)
+    p = np.float32(p - np.float32(ip))
+    return float((np.float32(1) - p) * v[ip] + p * v[min(ip + 1, v.size - 1)])
+
+
+def kld_p999(s: Sample) -> float:
+    return tool_percentile(s.tokens.kld, 0.999)
+
+
+def kld_max(s: Sample) -> float:
+    return float(s.tokens.kld.max())
+
+
+def dp_mean_pct(s: Sample) -> float:
+    return float(100 * s.dp.mean())
+
+
+def dp_se_pct(s: Sample) -> float:
+    return 100 * _se(s.dp)
+
+
+def dp_rms_pct(s: Sample) -> float:
+    return float(100 * np.sqrt(np.mean(s.dp**2)))
+
+
+def _dp_at(fraction: float) -> Callable[[Sample], float]:
+    def f(s: Sample) -> float:
+        return 100 * tool_percentile(s.dp, fraction)
+
+    return f
+
+
+DP_PERCENTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)  # min, ..., median, ..., max
+
+
 METRICS: tuple[Metric, ...] = (
     Metric("ppl_q", "PPL", ppl_q, 3, r"Mean PPL\(Q\)", ("rel", 1e-5), table=True),
     Metric("ppl_base", "PPL (reference)", ppl_base, 3, r"Mean PPL\(base\)", ("rel", 1e-5)),
@@ -150,6 +204,23 @@ METRICS: tuple[Metric, ...] = (
     Metric("kld_median", "KLD median", kld_median, 4, r"Median\s+KLD", ("rel", 1e-4)),
     Metric("kld_p99", "KLD p99", kld_p99, 3, r"99\.0%\s+KLD", ("rel", 1e-4), table=True),
     Metric("same_top_pct", "Same top (%)", same_top_pct, 1, r"Same top p", ("abs", 1e-3), table=True),
+    # The tail (tails_table): the tool prints the KLD at 6 decimals and Δp in percent at 3, so
+    # the bounds are its printing (5e-7 on a KLD of order 1; 5e-4 percentage points) with room
+    # for float32 rounding; the percentiles follow its index rule (tool_percentile).
+    Metric("kld_p999", "KLD p99.9", kld_p999, 3, r"99\.9%\s+KLD", ("rel", 1e-4)),
+    Metric("kld_max", "KLD max", kld_max, 3, r"Maximum KLD", ("rel", 1e-4)),
+    Metric("dp_mean_pct", "Δp mean (%)", dp_mean_pct, 2, r"Mean\s+Δp", ("abs", 1e-3)),
+    Metric("dp_se_pct", "Δp se (%)", dp_se_pct, 2),
+    Metric("dp_rms_pct", "RMS Δp (%)", dp_rms_pct, 2, r"RMS Δp", ("abs", 1e-3)),
+    Metric("dp_min_pct", "Δp min (%)", _dp_at(0.0), 1, r"Minimum Δp", ("abs", 1e-3)),
+    Metric("dp_p1_pct", "Δp p1 (%)", _dp_at(0.01), 1, r"(?<![\d.])1\.0%\s+Δp", ("abs", 1e-3)),
+    Metric("dp_p5_pct", "Δp p5 (%)", _dp_at(0.05), 1, r"(?<![\d.])5\.0%\s+Δp", ("abs", 1e-3)),
+    Metric("dp_p25_pct", "Δp p25 (%)", _dp_at(0.25), 2, r"25\.0%\s+Δp", ("abs", 1e-3)),
+    Metric("dp_median_pct", "Δp median (%)", _dp_at(0.5), 2, r"Median\s+Δp", ("abs", 1e-3)),
+    Metric("dp_p75_pct", "Δp p75 (%)", _dp_at(0.75), 2, r"75\.0%\s+Δp", ("abs", 1e-3)),
+    Metric("dp_p95_pct", "Δp p95 (%)", _dp_at(0.95), 1, r"95\.0%\s+Δp", ("abs", 1e-3)),
+    Metric("dp_p99_pct", "Δp p99 (%)", _dp_at(0.99), 1, r"99\.0%\s+Δp", ("abs", 1e-3)),
+    Metric("dp_max_pct", "Δp max (%)", _dp_at(1.0), 1, r"Maximum Δp", ("abs", 1e-3)),
 )
 # The tolerances above are for the cross-check against llama-perplexity with the reference stored
 # as the tool stores it (16-bit, floored 16 below the top logit; study/crosscheck.py): then only the

@@ -4,7 +4,10 @@
 * ``pipeline``: the stages, model -> reference -> variants -> quality -> throughput -> rows;
 * ``crosscheck``: our evaluator against llama.cpp's ``llama-perplexity`` on the same tokens;
 * ``tables``, ``figures``: what the chapter shows; ``reading``: the comparison with the
-  seed chapter's quoted figures and the sentences computed from our numbers.
+  seed chapter's quoted figures and the sentences computed from our numbers;
+* part two: ``importance`` (importance-matrix quants and i-quants), ``kvcache`` (quantized KV
+  caches), ``speed`` (depth and thread sweeps, kernels, the anomalies explained), ``anatomy``
+  (bytes by tensor group, block formats), ``across`` (a second model side by side).
 
 The quality metrics themselves are declared in ``localllms.metrics``; the rows are kept
 in ``localllms.store``.
@@ -12,10 +15,10 @@ in ``localllms.store``.
 
 from .config import StudyConfig
 from .crosscheck import CrossCheck, crosscheck
-from .figures import plot_pareto, plot_quality, plot_roofline, plot_throughput
+from .figures import plot_imatrix_gain, plot_pareto, plot_quality, plot_roofline, plot_sweeps, plot_throughput
 from .pipeline import Study, run, variant
-from .reading import reading, seed_comparison, seed_table
-from .tables import case_study_table, pareto_front, quality_table, roofline_table
+from .reading import reading, seed_comparison, seed_table, tail_reading
+from .tables import case_study_table, pareto_front, quality_table, roofline_table, tail_table
 
 __all__ = [
     "CrossCheck",
@@ -24,9 +27,11 @@ __all__ = [
     "case_study_table",
     "crosscheck",
     "pareto_front",
+    "plot_imatrix_gain",
     "plot_pareto",
     "plot_quality",
     "plot_roofline",
+    "plot_sweeps",
     "plot_throughput",
     "quality_table",
     "reading",
@@ -34,5 +39,7 @@ __all__ = [
     "run",
     "seed_comparison",
     "seed_table",
+    "tail_reading",
+    "tail_table",
     "variant",
 ]

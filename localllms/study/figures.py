@@ -104,3 +104,49 @@ def plot_roofline(df: pd.DataFrame, bandwidth_gbs: float):
     fig.tight_layout()
     plt.close(fig)  # returned, not left open: the notebook shows it exactly once
     return fig
+
+
+def plot_imatrix_gain(table: pd.DataFrame):
+    """KL divergence of each type without and with the importance matrix (the gain table's data)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table["KLD without"].astype(float), 0.4, label="without imatrix")
+    ax.bar(x + 0.2, table["KLD with"].astype(float), 0.4, label="with imatrix")
+    ax.set_xticks(x, table.index)
+    ax.set(yscale="log", ylabel="KL divergence vs reference (mean, log scale)", title="What the importance matrix buys")
+    ax.legend()
+    fig.tight_layout()
+    plt.close(fig)  # returned, not left open: the notebook shows it exactly once
+    return fig
+
+
+def plot_sweeps(depth: pd.DataFrame, threads: pd.DataFrame):
+    """Generation tokens/s against depth, and against threads (the sweep tables' data)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, d, x, title in (
+        (axes[0], depth, "depth", "As the context fills"),
+        (axes[1], threads, "threads", "By thread count"),
+    ):
+        tg = d[d["test"] == "tg"]
+        for model, g in tg.groupby("model", sort=False):
+            ax.errorbar(g[x], g["tps"], yerr=g["sd"], marker="o", capsize=3, label=model)
+        ax.set(
+            xlabel="tokens already in the context" if x == "depth" else "threads",
+            ylabel="generation tokens/s",
+            title=title,
+        )
+        if x == "threads":
+            ax.set_xticks(sorted(tg[x].unique()))
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)  # returned, not left open: the notebook shows it exactly once
+    return fig

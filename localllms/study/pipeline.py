@@ -129,3 +129,14 @@ def variant(study: Study, quant: str) -> ResolvedModel:
     if found is None:
         raise UserError(f"{quant} is not among this study's variants ({', '.join(v.display for v in study.variants)}).")
     return found
+
+
+def first_prompts(study: Study, num_prompts: int | None) -> list[str]:
+    """The study's first ``num_prompts`` prompts (all when None): the subset a detail section scores,
+    so the variants it shares with the main table reuse their cached passes."""
+    texts = list(study.prompts.texts)
+    if num_prompts is None:
+        return texts
+    if isinstance(num_prompts, bool) or not isinstance(num_prompts, int) or not 1 <= num_prompts <= len(texts):
+        raise UserError(f"DETAIL_NUM_PROMPTS must be between 1 and NUM_PROMPTS ({len(texts)}), not {num_prompts!r}.")
+    return texts[:num_prompts]

@@ -120,3 +120,33 @@ def reading(df: pd.DataFrame, seed: pd.DataFrame | None = None) -> str:
         f"* **The tail**: across variants the 99th percentile of the KL divergence is a median {tail:.0f}× its mean."
     )
     return "\n".join(out)
+
+
+ASYMMETRY = 1.5  # |1st percentile| / 99th percentile of Δp beyond which the negative tail counts as heavier
+
+
+def tail_reading(df: pd.DataFrame) -> str:
+    """What the Δp tails say per variant, computed: a symmetric spread is noise; a heavier negative
+    tail (and a mean below zero by more than two standard errors) means the variant is worse."""
+    q = df[df["quant"] != df["reference_label"]].set_index("quant")
+    ratio = q["dp_p1_pct"].abs() / q["dp_p99_pct"].where(q["dp_p99_pct"] > 0)
+    worse = ratio[ratio > ASYMMETRY]
+    symmetric = ratio[(ratio <= ASYMMETRY) & (ratio >= 1 / ASYMMETRY)]
+    below = q[q["dp_mean_pct"] < -2 * q["dp_se_pct"]].index
+    out = [
+        f"* **Heavier negative tail** (the 1st percentile of Δp more than {ASYMMETRY}× as far from zero as the "
+        f"99th): {', '.join(f'{v} ({r:.1f}×)' for v, r in worse.items()) or 'none'}. These variants lose more "
+        "probability on the tokens they get wrong than they gain on the others: worse, not just different."
+    ]
+    if len(symmetric):
+        out.append(
+            "* **Roughly symmetric** (within that factor): "
+            + ", ".join(f"{v} ({r:.1f}×)" for v, r in symmetric.items())
+            + ": a spread of this shape is what noise on the probabilities looks like."
+        )
+    out.append(
+        f"* **Mean Δp below zero by more than two standard errors**: {len(below)} of the {len(q)} variants"
+        + (f" ({', '.join(below)})" if len(below) else "")
+        + f"; RMS Δp ranges from {q['dp_rms_pct'].min():.1f} to {q['dp_rms_pct'].max():.1f} percentage points."
+    )
+    return "\n".join(out)

@@ -65,3 +65,18 @@ def pareto_front(df: pd.DataFrame) -> list[str]:
             front.append(r["quant"])
             best = r["kld_mean"]
     return front
+
+
+TAIL_METRICS = ("dp_min_pct", "dp_p1_pct", "dp_p5_pct", "dp_p25_pct", "dp_median_pct", "dp_p75_pct", "dp_p95_pct",
+                "dp_p99_pct", "dp_max_pct", "dp_rms_pct", "kld_p999", "kld_max")  # fmt: skip
+
+
+def tail_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Δp (variant minus reference probability of the next token, in percentage points): mean ± se,
+    its percentiles and RMS, and the KL divergence's far tail, per variant (deterministic)."""
+    q = df[df["quant"] != df["reference_label"]]
+    d = metrics.rounding()
+    t = pd.DataFrame({"Model": q["quant"], "Δp mean ± se (%)": _pm(q["dp_mean_pct"], q["dp_se_pct"], d["dp_mean_pct"])})
+    for name in TAIL_METRICS:
+        t[metrics.BY_NAME[name].label] = q[name].round(d[name])
+    return t.set_index("Model")

@@ -1,0 +1,150 @@
+"""Importance-matrix quants: the low-bit k-quants made with and without llama-imatrix's matrix,
+and the i-quants, scored on the study's prompts against the study's reference.
+
+The matrix is computed on the reference over a calibration text disjoint from the prompts
+(``localllms.imatrix``). Each type is quantized twice, without and with it; an i-quant that
+llama-quantize refuses to make without a matrix is listed as such. The gain per type is set
+beside the direction llama.cpp reports for LLaMA-3-8B (quoted in ``data/reference/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .. import evaluate, metrics
+from .. import imatrix as imx
+from ..errors import UserError
+from ..models import ResolvedModel
+from ..paths import DATA_DIR
+from ..quantize import IMATRIX_SUFFIX, ImatrixRequired, check_quant_types, quantize
+from .pipeline import Study, first_prompts
+
+QUOTED_FILE = DATA_DIR / "reference" / "llama_cpp_imatrix_llama3_8b.csv"
+
+
+@dataclass
+class ImportanceStudy:
+    imatrix: imx.Imatrix
+    types: list[str]  # in the order asked: the k-quants, then the i-quants
+    variants: list[ResolvedModel]
+    refused: dict[str, str]  # type -> why there is no variant without the matrix
+    evaluation: evaluate.PromptEvaluation
+    rows: pd.DataFrame  # one row per variant: type, imatrix, size, bpw and every metric
+
+
+def run(
+    study: Study,
+    k_types: list[str],
+    i_types: list[str],
+    n_tokens: int,
+    num_prompts: int | None = None,
+    progress_bars: bool = True,
+) -> ImportanceStudy:
+    """Compute (or reuse) the matrix, make each type without and with it, and score them all on
+    the study's first ``num_prompts`` prompts (all of them when None)."""
+    build, ref = study.build, study.reference
+    texts = first_prompts(study, num_prompts)
+    types = check_quant_types([*k_types, *i_types], build)
+    if len(set(types)) != len(types):
+        raise UserError(f"A type is listed twice among IMATRIX_QUANT_TYPES and IQUANT_TYPES ({', '.join(types)}).")
+    cal = imx.calibration(study.prompts, ref, n_tokens, build=build)
+    matrix = imx.compute(ref, cal, study.config.n_threads, build, progress_bars)
+    existing = {v.display: v for v in study.variants}
+    variants, refused = [], {}
+    for q in types:
+        try:
+            variants.append(existing.get(q) or quantize(ref, q, build))
+        except ImatrixRequired as exc:
+            refused[q] = str(exc)
+        variants.append(quantize(ref, q, build, imatrix=matrix))
+    ev = evaluate.evaluate_prompts(ref, variants, texts, study.config.n_threads, build, progress_bars)
+    rows = []
+    for v in variants:
+        with_matrix = v.display.endswith(IMATRIX_SUFFIX)
+        rows.append(
+            {
+                "type": v.display.removesuffix(IMATRIX_SUFFIX),
+                "imatrix": with_matrix,
+                "quant": v.display,
+                "size_mib": round(v.info.file_size / 2**20, 2),
+                "bpw": v.info.bits_per_weight,
+                **metrics.summarize(ev.per_prompt[v.display]),
+                "variant_sha256": v.sha256,
+            }
+        )
+    return ImportanceStudy(matrix, types, variants, refused, ev, pd.DataFrame(rows))
+
+
+def quoted(path: Path = QUOTED_FILE) -> pd.DataFrame:
+    """llama.cpp's LLaMA-3-8B figures with and without an importance matrix (quoted, not measured)."""
+    return pd.read_csv(path, keep_default_na=False)  # "None" is a label here, not a missing value
+
+
+def gain_table(res: ImportanceStudy, quoted_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per type: KLD, same-top share and mean Δp without and with the matrix, the relative change
+    of the KLD, and llama.cpp's LLaMA-3-8B KLD without and with its matrix (quoted)."""
+    q = quoted() if quoted_rows is None else quoted_rows
+    d = metrics.rounding()
+    out = []
+    for t in res.types:
+        sub = res.rows[res.rows["type"] == t].set_index("imatrix")
+        w = sub.loc[True]
+        wo = sub.loc[False] if False in sub.index else None
+        row = {
+            "Type": t,
+            "BPW": round(w["bpw"], 2),
+            "KLD without": round(wo["kld_mean"], d["kld_mean"]) if wo is not None else None,
+            "KLD with": round(w["kld_mean"], d["kld_mean"]),
+            "KLD change (%)": round(100 * (w["kld_mean"] / wo["kld_mean"] - 1), 1) if wo is not None else None,
+            "Same top without (%)": round(wo["same_top_pct"], 1) if wo is not None else None,
+            "Same top with (%)": round(w["same_top_pct"], 1),
+            "Δp mean without (%)": round(wo["dp_mean_pct"], 2) if wo is not None else None,
+            "Δp mean with (%)": round(w["dp_mean_pct"], 2),
+        }
+        mine = q[q["quant"] == t].set_index("imatrix")["kld_mean"]
+        none, wt = mine.get("None"), mine.get("WT 10m")
+        row["LLaMA-3-8B KLD without (quoted)"] = none
+        row["LLaMA-3-8B KLD with (quoted)"] = wt
+        row["LLaMA-3-8B change (%) (quoted)"] = round(100 * (wt / none - 1), 1) if none and wt else None
+        out.append(row)
+    return pd.DataFrame(out).set_index("Type")
+
+
+def reading(table: pd.DataFrame, refused: dict[str, str]) -> str:
+    """What the gain table says, computed from it."""
+    both = table.dropna(subset=["KLD change (%)"])
+    better = both[both["KLD change (%)"] < 0]
+    out = []
+    if len(both):
+        lo, hi = both["KLD change (%)"].min(), both["KLD change (%)"].max()
+        out.append(
+            f"* **Does the matrix help here?** For {len(better)} of the {len(both)} types made both ways, the KL "
+            f"divergence is lower with it; the change ranges from {lo:+.1f} % to {hi:+.1f} %"
+            + (
+                f" (largest gain: {both['KLD change (%)'].idxmin()})."
+                if len(better)
+                else ". The matrix did not help any type on this reference."
+            )
+        )
+    quoted_both = table.dropna(subset=["LLaMA-3-8B change (%) (quoted)"])
+    if len(quoted_both):
+        pairs = ", ".join(
+            f"{t} {r['LLaMA-3-8B change (%) (quoted)']:+.0f} % (here {r['KLD change (%)']:+.0f} %)"
+            for t, r in quoted_both.iterrows()
+            if pd.notna(r["KLD change (%)"])
+        )
+        same = all(
+            (r["KLD change (%)"] < 0) == (r["LLaMA-3-8B change (%) (quoted)"] < 0)
+            for _, r in quoted_both.iterrows()
+            if pd.notna(r["KLD change (%)"])
+        )
+        out.append(
+            f"* **Against llama.cpp's own figures** (LLaMA-3-8B from full precision, quoted): {pairs}. "
+            + ("The direction agrees for every type." if same else "The direction differs for some types.")
+        )
+    for t, why in refused.items():
+        out.append(f"* **{t} without a matrix**: not made; {why}")
+    return "\n".join(out)
