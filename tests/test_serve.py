@@ -1,10 +1,13 @@
 """llama-server and the other serving paths, on the real build and models (no mocks).
 
-Servers run with one thread and few, short requests: the file stays near a minute on 2 cores.
+Servers run with one thread and few, short requests: the file stays near a minute on 2 cores. The
+arithmetic of the serving benchmark (arrivals, percentiles, goodput, the rate search) is tested on
+known inputs in tests/unit/test_serve_stats.py; here it runs against a real server.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
 
@@ -316,3 +320,92 @@ def test_absent_ollama_and_llamafile_are_reported_not_faked(tmp_path: Path) -> N
     assert not missing.present and missing.note == serve.NOT_INSTALLED
     table = serve.comparison_table({"llama.cpp": {"chat": "ran"}})
     assert table.loc["Ollama", "chat"] == serve.NOT_MEASURED and table.loc["llama.cpp", "chat"] == "ran"
+
+
+# --------------------------------------------------------------------------- the serving benchmark
+
+
+def test_shell_line_shortens_paths(smollm2: ResolvedModel, build: BuildInfo) -> None:
+    srv = serve.LlamaServer(smollm2, threads=1, build=build)
+    line = srv.command_line(port=8080)
+    assert line.startswith(f"llama-server -m {smollm2.path.name} ") and "--port 8080" in line and "/" not in line
+    assert serve.shell_line(["/x/y/llama-cli", "-p", "a b"]) == "llama-cli -p 'a b'"
+
+
+def test_stream_records_every_gap(smol_server: serve.LlamaServer) -> None:
+    t = serve.stream_chat(smol_server, max_tokens=8, ignore_eos=True)
+    assert t.output_tokens == 8 and len(t.itl_ms) == 7 and t.finish_reason == "length"
+    # TPOT is the mean gap, measured to the end of the stream (so at least the sum of the gaps)
+    assert t.tpot_ms is not None and t.tpot_ms * 7 >= sum(t.itl_ms) - 1e-6
+    assert t.ttft_ms <= t.e2e_ms and t.prompt_tokens and t.cached_tokens == 0  # cache_prompt is off
+
+
+def test_prompt_cache_is_reused_only_when_asked(smol_server: serve.LlamaServer) -> None:
+    prefix = serve.tokenize(smol_server, "The quick brown fox jumps over the lazy dog. " * 8)
+    first = serve.stream_completion(smol_server, prefix + [30], max_tokens=2, cache_prompt=True, ignore_eos=True)
+    again = serve.stream_completion(smol_server, prefix + [13], max_tokens=2, cache_prompt=True, ignore_eos=True)
+    cold = serve.stream_completion(smol_server, prefix + [13], max_tokens=2, cache_prompt=False, ignore_eos=True)
+    assert first.prompt_tokens == len(prefix) + 1
+    assert again.cached_tokens is not None and again.cached_tokens >= len(prefix)  # the shared prefix was reused
+    assert cold.cached_tokens == 0
+
+
+def test_open_loop_at_two_rates(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
+    workload = serve.Workload(("Tell me about cats.", "Tell me about dogs."), max_tokens=4, chat=True)
+    target = serve.ServiceTarget(ttft_ms=60_000, tpot_ms=10_000)  # loose: a busy test machine still meets it
+    with serve.LlamaServer(smollm2, threads=1, parallel=2, build=build, log_dir=tmp_path) as srv:
+        for rate in (2.0, 8.0):
+            rows, duration = serve.open_loop(srv, workload, rate, n_requests=3, seed=5)
+            schedule = serve.poisson_arrivals(rate, 3, seed=5)
+            assert [r["scheduled_s"] for r in rows] == schedule
+            assert all(r["ok"] and r["sent_s"] >= r["scheduled_s"] - 1e-3 for r in rows), rows
+            assert all(r["output_tokens"] == 4 and len(r["itl_ms"]) == 3 for r in rows)
+            assert duration == max(r["done_s"] for r in rows) > schedule[-1]
+            summary = serve.run_summary(pd.DataFrame(rows), target, duration)
+            assert summary["sent"] == 3 and summary["failed"] == 0 and summary["attainment"] == 1.0
+            assert summary["goodput_rps"] == pytest.approx(3 / duration)
+
+
+def test_records_go_to_the_store_with_provenance(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
+    from localllms import store
+
+    records = pd.DataFrame({"ok": [True, False], "ttft_ms": [10.0, None], "itl_ms": [[1.0, 2.0], []]})
+    db = tmp_path / "r.duckdb"
+    for _ in range(2):  # a rerun replaces its rows
+        serve.save_records(records, "trial", {"n": 2}, smollm2, build, 1, store_path=db)
+    rows = store.query("SELECT * FROM serving_requests ORDER BY row", db)
+    assert len(rows) == 2 and rows["model_sha256"].eq(smollm2.sha256).all()
+    assert rows["llama_cpp_commit"].eq(build.llama_cpp_commit).all() and rows["date"].notna().all()
+    assert json.loads(rows["itl_ms"][0]) == [1.0, 2.0] and pd.isna(rows["ttft_ms"][1])
+
+
+def test_base_model_is_served_through_completions(build: BuildInfo, gemma: ResolvedModel, tmp_path: Path) -> None:
+    assert not gemma.info.chat_template
+    workload = serve.corpus_workload(gemma, ["A text about the sea.", "A text about mountains."], max_tokens=4)
+    assert workload.endpoint == "/v1/completions"
+    with serve.LlamaServer(gemma, threads=1, build=build, log_dir=tmp_path) as srv:
+        t = workload.send(srv, 1)
+        a = serve.completion_requests(srv, serve.COMPLETION_PROMPT, max_tokens=4)
+        b = serve.completion_openai(srv, serve.COMPLETION_PROMPT, max_tokens=4)
+    assert t.output_tokens == 4 and len(t.itl_ms) == 3
+    assert a.content and a.content == b.content and a.usage["completion_tokens"] == 4
+
+
+def test_llama_cli_continues_text_on_a_base_model(build: BuildInfo, gemma: ResolvedModel) -> None:
+    cli = serve.run_cli(gemma, serve.COMPLETION_PROMPT, n_predict=6, threads=1, build=build)
+    assert cli.returncode == 0 and cli.text and cli.generation_tps
+    assert "<|im_start|>" not in cli.text  # no generic chat format wrapped around the text
+    line = serve.shell_line(cli.command)
+    assert line.startswith(f"llama-cli -m {gemma.path.name} ") and "--chat-template-file plain.jinja" in line
+    with pytest.raises(UserError, match="no place for a system prompt"):
+        serve.cli_command(gemma, "x", system="be brief", build=build)
+
+
+def test_count_tokens_creates_no_context(build: BuildInfo, smollm2: ResolvedModel) -> None:
+    from localllms.build import llama_log_path
+
+    log = llama_log_path()
+    before = log.read_text() if log.exists() else ""
+    assert serve.count_tokens(smollm2, "Hello world, hello world.", build) > 3
+    after = log.read_text() if log.exists() else ""
+    assert "n_ctx_train" not in after[len(before) :] and "llama_context" not in after[len(before) :]

@@ -8,12 +8,21 @@ One module per job; every public name is re-exported here, so ``serve.LlamaServe
   ``atexit``, and the kernel's parent-death signal), its log kept in a file whose tail is shown
   when something fails.
 * ``clients``: the OpenAI-compatible API through plain ``requests`` and the ``openai`` package,
-  llama.cpp's native ``/tokenize`` and ``/completion``, streaming latency, the page at "/".
+  llama.cpp's native ``/tokenize`` and ``/completion``, the page at "/".
+* ``streaming``: streamed chat and text completions timed on the client (TTFT, every inter-token gap).
 * ``load``: a bounded load test over several slots and clients.
+* ``workload``: the serving benchmark's requests, from the prompts corpus, and one timed request.
+* ``loadgen``: the serving benchmark: sequential latency with warm-up, open-loop Poisson arrivals,
+  and the search for the highest rate meeting a service target.
+* ``options``: server options (slots, continuous batching) compared on the same load.
+* ``prompt_cache``: time to first token as the prompt grows, with llama-server's prompt cache and without.
+* ``stats``: the arithmetic: arrival schedules, percentiles, attainment and goodput, the rate search.
+* ``records``: the content-keyed cache of every measurement, and the per-request records in the store.
 * ``structured``: structured output under a JSON grammar and a JSON schema, checked strictly.
 * ``runtimes``: llama-cli, the in-process binding (``llama_cpp.Llama``), detection of Ollama and
   llamafile, and the comparison of the three.
 * ``webui``: the web page llama-server serves, built if needed, and its screenshot.
+* ``openwebui``: Open WebUI (optional) on the managed llama-server, and its screenshot; ``openwebui_venv``: its own venv.
 
 Every request has a timeout and every loop is bounded in count and time, so a server that dies
 or hangs produces a :class:`~localllms.errors.UserError` within seconds instead of a hang.
@@ -24,24 +33,31 @@ from __future__ import annotations
 from .clients import (
     CHAT_SYSTEM,
     CHAT_USER,
+    COMPLETION_PROMPT,
     SEED,
     ChatResult,
     Endpoint,
-    StreamTiming,
     chapter_messages,
     chat_openai,
     chat_requests,
     complete,
-    latency_summary,
-    measure_latency,
+    completion_openai,
+    completion_requests,
     probe_root,
     request,
     session,
-    stream_chat,
     tokenize,
 )
 from .load import load_test
-from .process import LOOPBACK, LlamaServer, ManagedServer, free_port, live_servers, pid_exists, port_in_use
+from .loadgen import check_open_loop, open_loop, rate_search, sequential_latency, sweep_reading
+from .openwebui import OpenWebUIServer, OpenWebUIShot
+from .openwebui import install as openwebui_install
+from .openwebui import installed as openwebui_installed
+from .openwebui import screenshot as openwebui_screenshot
+from .options import SERVER_OPTIONS, best_option, compare_options, options_reading, options_table
+from .process import LOOPBACK, LlamaServer, ManagedServer, free_port, live_servers, pid_exists, port_in_use, shell_line
+from .prompt_cache import check_lengths, prompt_cache_reading, prompt_cache_sweep, prompt_cache_table
+from .records import save_records
 from .runtimes import (
     COMPARISON,
     NOT_INSTALLED,
@@ -50,7 +66,9 @@ from .runtimes import (
     LlamafileServer,
     ToolStatus,
     binding_chat,
+    binding_complete,
     binding_from_pretrained,
+    cli_command,
     comparison_table,
     count_tokens,
     detect_llamafile,
@@ -60,14 +78,29 @@ from .runtimes import (
     require_chat_template,
     run_cli,
 )
+from .stats import (
+    ServiceTarget,
+    allowed_misses,
+    latency_reading,
+    latency_table,
+    meets_target,
+    percentile_position,
+    percentiles,
+    poisson_arrivals,
+    run_summary,
+    search_highest_rate,
+)
+from .streaming import StreamTiming, latency_summary, measure_latency, stream_chat, stream_completion
 from .structured import (
     EXTRACTION_PROMPTS,
     EXTRACTION_SCHEMA,
     EXTRACTION_SYSTEM,
     STRUCTURED_MODES,
     check_json,
+    failure_table,
     json_grammar_path,
     structured_output,
+    structured_reading,
     validity_table,
 )
 from .webui import (
@@ -79,6 +112,7 @@ from .webui import (
     screenshot,
     ui_embedded,
 )
+from .workload import Workload, corpus_workload, timed_request
 
 __all__ = [
     # process
@@ -89,9 +123,11 @@ __all__ = [
     "live_servers",
     "pid_exists",
     "port_in_use",
+    "shell_line",
     # clients
     "CHAT_SYSTEM",
     "CHAT_USER",
+    "COMPLETION_PROMPT",
     "SEED",
     "ChatResult",
     "Endpoint",
@@ -100,21 +136,55 @@ __all__ = [
     "chat_openai",
     "chat_requests",
     "complete",
+    "completion_openai",
+    "completion_requests",
     "latency_summary",
     "measure_latency",
     "probe_root",
     "request",
     "session",
     "stream_chat",
+    "stream_completion",
     "tokenize",
     # load
     "load_test",
+    # loadgen, prompt_cache, stats, records
+    "SERVER_OPTIONS",
+    "Workload",
+    "best_option",
+    "check_open_loop",
+    "compare_options",
+    "corpus_workload",
+    "timed_request",
+    "open_loop",
+    "options_reading",
+    "options_table",
+    "rate_search",
+    "sequential_latency",
+    "sweep_reading",
+    "check_lengths",
+    "prompt_cache_reading",
+    "prompt_cache_sweep",
+    "prompt_cache_table",
+    "ServiceTarget",
+    "allowed_misses",
+    "latency_reading",
+    "latency_table",
+    "meets_target",
+    "percentile_position",
+    "percentiles",
+    "poisson_arrivals",
+    "run_summary",
+    "search_highest_rate",
+    "save_records",
     # structured
     "EXTRACTION_PROMPTS",
     "EXTRACTION_SCHEMA",
     "EXTRACTION_SYSTEM",
     "STRUCTURED_MODES",
     "check_json",
+    "failure_table",
+    "structured_reading",
     "json_grammar_path",
     "structured_output",
     "validity_table",
@@ -126,7 +196,9 @@ __all__ = [
     "LlamafileServer",
     "ToolStatus",
     "binding_chat",
+    "binding_complete",
     "binding_from_pretrained",
+    "cli_command",
     "comparison_table",
     "count_tokens",
     "detect_llamafile",
@@ -143,4 +215,10 @@ __all__ = [
     "find_chromium",
     "screenshot",
     "ui_embedded",
+    # openwebui
+    "OpenWebUIServer",
+    "OpenWebUIShot",
+    "openwebui_install",
+    "openwebui_installed",
+    "openwebui_screenshot",
 ]

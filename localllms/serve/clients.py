@@ -5,8 +5,11 @@
   401 and error statuses as one sentence).
 * ``chat_requests`` and ``chat_openai``: the same chat request through plain ``requests`` and
   through the ``openai`` package (the book shows both on purpose).
+* ``completion_requests`` and ``completion_openai``: ``/v1/completions``, plain text in and out,
+  for base models that have no chat template.
 * ``tokenize`` and ``complete``: llama.cpp's native endpoints, which need no chat template.
-* ``stream_chat``, ``measure_latency``, ``latency_summary``: time to first token and per token.
+* ``as_endpoint``, ``chat_body``, ``completion_body``: the target and the request bodies every
+  client shares (``streaming`` sends the same bodies streamed).
 * ``probe_root``: what a server answers at "/".
 
 A target is a running :class:`~localllms.serve.process.ManagedServer` (its ``endpoint``) or an
@@ -15,12 +18,11 @@ A target is a running :class:`~localllms.serve.process.ManagedServer` (its ``end
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 CHAT_SYSTEM = "You are a helpful assistant - Be succinct."
 CHAT_USER = "What is the meaning of life?"
+COMPLETION_PROMPT = "The meaning of life is"  # the same question as text to continue, for a base model
 SEED = 42
 
 
@@ -58,7 +61,8 @@ class Endpoint:
             self.check_alive()
 
 
-def _as_endpoint(target: ManagedServer | Endpoint) -> Endpoint:
+def as_endpoint(target: ManagedServer | Endpoint) -> Endpoint:
+    """The endpoint of a target: an :class:`Endpoint` itself, or a running server's."""
     return target if isinstance(target, Endpoint) else target.endpoint
 
 
@@ -94,9 +98,15 @@ def request(ep: Endpoint, method: str, path: str, *, json_body: dict | None = No
     import requests
 
     url = ep.base_url + path
+    headers = _headers(ep)
+    if stream:
+        # llama-server (cpp-httplib) closes a kept-alive connection after a few requests, and after a
+        # streamed answer it cannot say so in the headers it already sent; a stream therefore gets a
+        # connection of its own, so the next request never lands on a socket the server closed.
+        headers["Connection"] = "close"
     try:
         r = _thread_session().request(
-            method, url, json=json_body, headers=_headers(ep), stream=stream, timeout=(5, timeout or ep.timeout)
+            method, url, json=json_body, headers=headers, stream=stream, timeout=(5, timeout or ep.timeout)
         )
     except requests.RequestException as exc:
         ep.raise_if_dead()
@@ -142,11 +152,12 @@ class ChatResult:
 
     @classmethod
     def from_response(cls, client: str, raw: dict, seconds: float) -> ChatResult:
-        """Read an OpenAI-style chat completion given as a dict (llama-server's JSON, the binding's result)."""
+        """Read an OpenAI-style chat or text completion given as a dict (llama-server's JSON, the binding's result)."""
         choice = raw["choices"][0]
+        message = choice.get("message")  # a chat completion; a text completion has "text" instead
         return cls(
             client=client,
-            content=choice["message"].get("content") or "",
+            content=(message.get("content") if message else choice.get("text")) or "",
             finish_reason=choice.get("finish_reason"),
             usage=dict(raw.get("usage") or {}),
             timings=raw.get("timings"),  # llama.cpp's server-side timings; absent elsewhere
@@ -155,9 +166,10 @@ class ChatResult:
         )
 
 
-def _chat_body(
+def chat_body(
     ep: Endpoint, messages: list[dict] | None, max_tokens: int, temperature: float, seed: int, **extra: Any
 ) -> dict:
+    """The JSON of a ``/v1/chat/completions`` request (``messages`` None: the chapter's question)."""
     if not ep.chat_template:
         raise UserError(
             f"The model behind {ep.name} has no chat template, so a chat request cannot be formatted for it; "
@@ -186,8 +198,8 @@ def chat_requests(
     **extra: Any,
 ) -> ChatResult:
     """POST /v1/chat/completions with plain ``requests``."""
-    ep = _as_endpoint(target)
-    body = _chat_body(ep, messages, max_tokens, temperature, seed, **extra)
+    ep = as_endpoint(target)
+    body = chat_body(ep, messages, max_tokens, temperature, seed, **extra)
     t0 = time.perf_counter()
     r = request(ep, "POST", "/v1/chat/completions", json_body=body)
     seconds = time.perf_counter() - t0
@@ -204,8 +216,8 @@ def chat_openai(
     """The same request through the ``openai`` client pointed at the local server."""
     import openai
 
-    ep = _as_endpoint(target)
-    body = _chat_body(ep, messages, max_tokens, temperature, seed)
+    ep = as_endpoint(target)
+    body = chat_body(ep, messages, max_tokens, temperature, seed)
     client = openai.OpenAI(
         base_url=ep.base_url + "/v1",
         api_key=ep.api_key or "sk-no-key-required",  # the client insists on a key; llama-server ignores it if unset
@@ -236,12 +248,80 @@ def chat_openai(
     return ChatResult.from_response("openai", completion.model_dump(), seconds)
 
 
+def completion_body(
+    ep: Endpoint, prompt: str | list[int], max_tokens: int, temperature: float, seed: int, **extra: Any
+) -> dict:
+    """The JSON of a ``/v1/completions`` request; ``extra`` adds or overrides fields."""
+    body = {
+        "model": ep.model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        "cache_prompt": False,  # as for chat: every request evaluates its whole prompt
+    }
+    body.update(extra)
+    return body
+
+
+def completion_requests(
+    target: ManagedServer | Endpoint,
+    prompt: str | list[int],
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = SEED,
+    **extra: Any,
+) -> ChatResult:
+    """POST /v1/completions with plain ``requests``: text (or token ids) in, text out, no chat template."""
+    ep = as_endpoint(target)
+    body = completion_body(ep, prompt, max_tokens, temperature, seed, **extra)
+    t0 = time.perf_counter()
+    r = request(ep, "POST", "/v1/completions", json_body=body)
+    return ChatResult.from_response("requests", r.json(), time.perf_counter() - t0)
+
+
+def completion_openai(
+    target: ManagedServer | Endpoint,
+    prompt: str,
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = SEED,
+) -> ChatResult:
+    """The same text completion through the ``openai`` client (``client.completions.create``)."""
+    import openai
+
+    ep = as_endpoint(target)
+    client = openai.OpenAI(
+        base_url=ep.base_url + "/v1", api_key=ep.api_key or "sk-no-key-required", timeout=ep.timeout, max_retries=0
+    )
+    t0 = time.perf_counter()
+    try:
+        completion = client.completions.create(
+            model=ep.model,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            extra_body={"cache_prompt": False},
+        )
+    except openai.AuthenticationError as exc:
+        raise UserError(f"{ep.name} refused the request (401 Unauthorized); pass the server's API key.") from exc
+    except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+        ep.raise_if_dead()
+        raise UserError(
+            f"{ep.name} at {ep.base_url} did not answer ({type(exc).__name__}); check that it is running."
+        ) from exc
+    finally:
+        client.close()
+    return ChatResult.from_response("openai", completion.model_dump(), time.perf_counter() - t0)
+
+
 # =========================================================================== native endpoints
 
 
 def tokenize(target: ManagedServer | Endpoint, text: str, timeout: float | None = None) -> list[int]:
     """POST /tokenize: the token ids the served model's tokenizer gives ``text`` (no BOS or other special tokens)."""
-    r = request(_as_endpoint(target), "POST", "/tokenize", json_body={"content": text}, timeout=timeout)
+    r = request(as_endpoint(target), "POST", "/tokenize", json_body={"content": text}, timeout=timeout)
     return list(r.json()["tokens"])
 
 
@@ -269,123 +349,7 @@ def complete(
         "cache_prompt": cache_prompt,
         **extra,
     }
-    return request(_as_endpoint(target), "POST", "/completion", json_body=body, timeout=timeout).json()
-
-
-# =========================================================================== streaming latency
-
-
-@dataclass
-class StreamTiming:
-    ttft_ms: float
-    tpot_ms: float | None
-    e2e_ms: float
-    output_tokens: int
-    text: str
-
-
-def stream_chat(
-    target: ManagedServer | Endpoint,
-    messages: list[dict] | None = None,
-    max_tokens: int = 64,
-    temperature: float = 0.0,
-    seed: int = SEED,
-    **extra: Any,
-) -> StreamTiming:
-    """One streamed chat request, timed on the client: first token, per output token, end to end.
-
-    ``extra`` adds request fields, e.g. llama.cpp's ``ignore_eos=True`` to force a long answer.
-    """
-    import requests
-
-    ep = _as_endpoint(target)
-    body = _chat_body(
-        ep, messages, max_tokens, temperature, seed, stream=True, stream_options={"include_usage": True}, **extra
-    )
-    deadline = time.monotonic() + ep.timeout  # a total bound, on top of the per-read timeout
-    t0 = time.perf_counter()
-    r = request(ep, "POST", "/v1/chat/completions", json_body=body, stream=True)
-    first: float | None = None
-    done = False
-    chunks = 0
-    usage: dict = {}
-    parts: list[str] = []
-    try:
-        for line in r.iter_lines():
-            if time.monotonic() > deadline:
-                raise UserError(f"{ep.name} streamed for more than {ep.timeout:.0f} s; lower max_tokens.")
-            if not line.startswith(b"data: "):
-                continue
-            data = line[6:].strip()
-            if data == b"[DONE]":
-                done = True
-                break
-            obj = json.loads(data)
-            if obj.get("usage"):
-                usage = obj["usage"]
-            for choice in obj.get("choices", []):
-                delta = (choice.get("delta") or {}).get("content")
-                if delta:
-                    if first is None:
-                        first = time.perf_counter()
-                    chunks += 1
-                    parts.append(delta)
-    except (requests.RequestException, ValueError) as exc:
-        ep.raise_if_dead()
-        raise UserError(f"The stream from {ep.name} broke off ({type(exc).__name__}); check the server log.") from exc
-    finally:
-        r.close()
-    end = time.perf_counter()
-    if not done:  # the connection closed before the end marker: the server died or cut us off
-        ep.raise_if_dead()
-        raise UserError(f"The stream from {ep.name} ended without its [DONE] marker; check the server log.")
-    if first is None:
-        ep.raise_if_dead()
-        raise UserError(f"{ep.name} streamed no tokens; check the model and max_tokens.")
-    n_out = int(usage.get("completion_tokens") or chunks)
-    return StreamTiming(
-        ttft_ms=(first - t0) * 1000,
-        tpot_ms=(end - first) * 1000 / (n_out - 1) if n_out > 1 else None,
-        e2e_ms=(end - t0) * 1000,
-        output_tokens=n_out,
-        text="".join(parts),
-    )
-
-
-def measure_latency(
-    target: ManagedServer | Endpoint,
-    n_requests: int = 5,
-    max_tokens: int = 64,
-    messages: list[dict] | None = None,
-    time_budget_s: float = 120.0,
-):
-    """``n_requests`` sequential streamed requests (stopping early at the time budget); one row each."""
-    import pandas as pd
-
-    rows = []
-    deadline = time.monotonic() + time_budget_s
-    for i in range(n_requests):
-        if time.monotonic() > deadline:
-            break
-        t = stream_chat(target, messages, max_tokens=max_tokens)
-        rows.append({"request": i + 1, **{k: v for k, v in asdict(t).items() if k != "text"}})
-    return pd.DataFrame(rows)
-
-
-def latency_summary(df) -> Any:
-    """Median and 95th percentile of each latency column (in ms)."""
-    import pandas as pd
-
-    cols = [c for c in ("ttft_ms", "tpot_ms", "e2e_ms") if c in df]
-    out = pd.DataFrame(
-        {
-            "median": [df[c].median() for c in cols],
-            "p95": [df[c].quantile(0.95) for c in cols],
-            "n": [int(df[c].count()) for c in cols],
-        },
-        index=pd.Index(["time to first token (ms)", "time per output token (ms)", "end-to-end (ms)"][: len(cols)]),
-    )
-    return out.round(1)
+    return request(as_endpoint(target), "POST", "/completion", json_body=body, timeout=timeout).json()
 
 
 # =========================================================================== the page at "/"
@@ -393,7 +357,7 @@ def latency_summary(df) -> Any:
 
 def probe_root(target: ManagedServer | Endpoint) -> dict:
     """What the server answers at "/": status, content type, and the start of the body."""
-    ep = _as_endpoint(target)
+    ep = as_endpoint(target)
     import requests
 
     try:

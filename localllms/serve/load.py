@@ -1,7 +1,10 @@
-"""A bounded load test: several clients against one llama-server with as many slots.
+"""A bounded closed-loop load test: several clients against one llama-server with as many slots.
 
-Bounded in count (requests per client) and in time (no new request after the budget of a
-level), on loopback only, so an overloaded or dead server ends the test instead of hanging it.
+Each client sends its next request as soon as its last one is answered (a closed loop, like a
+fixed number of users who never pause); the open loop of ``loadgen`` sends at a given rate
+instead. Bounded in count (requests per client) and in time (no new request after the budget of
+a level), on loopback only, so an overloaded or dead server ends the test instead of hanging it.
+Each level is cached by content as soon as it ends.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..build import BuildInfo
+from .. import defaults, progress
+from ..build import BuildInfo, current_build
 from ..errors import UserError
 from ..models import ResolvedModel
-from .clients import Endpoint, chat_requests
+from . import records as rec
+from .clients import CHAT_USER
 from .process import LlamaServer
+from .workload import Workload, timed_request
 
 
 def load_test(
@@ -27,52 +33,38 @@ def load_test(
     time_budget_s: float = 60.0,
     build: BuildInfo | None = None,
     log_dir: Path | None = None,
+    workload: Workload | None = None,
 ):
     """For each level c: a server with c slots, c clients each sending up to ``requests_per_client`` requests.
 
-    Bounded in count (``requests_per_client``) and time (no new request after ``time_budget_s`` per level),
-    loopback only. One row per level: aggregate tokens/s, latency median/p95, failed requests, health after.
+    ``workload`` defaults to the chapter's question (chat for a chat model, a text completion for a
+    base model) with answers of up to ``max_tokens`` tokens. Bounded in count and time (no new
+    request after ``time_budget_s`` per level), loopback only. Returns one row per level
+    (aggregate tokens/s, latency median/p95, failed requests, health after) and the per-request records.
     """
     import pandas as pd
 
-    rows, per_request = [], []
-    for c in concurrency:
-        with LlamaServer(model, threads=threads, parallel=c, build=build, log_dir=log_dir) as srv:
-            ep = srv.endpoint
-            deadline = time.monotonic() + time_budget_s
+    if not concurrency or any(int(c) != c or c < 1 for c in concurrency):
+        raise UserError(f"CONCURRENCY must list whole numbers of clients, at least 1, not {list(concurrency)!r}.")
+    if requests_per_client < 1:
+        raise UserError(f"REQUESTS_PER_CLIENT must be at least 1, not {requests_per_client}.")
+    build = build or current_build()
+    threads = defaults.threads(threads)
+    workload = workload or Workload((CHAT_USER,), max_tokens, chat=model.info.chat_template, ignore_eos=False)
 
-            def client(cid: int, ep: Endpoint = ep, deadline: float = deadline) -> list[dict]:
+    def level(c: int) -> dict:
+        with LlamaServer(model, threads=threads, parallel=c, build=build, log_dir=log_dir) as srv:
+            deadline = time.monotonic() + time_budget_s
+            t0 = time.perf_counter()
+
+            def client(cid: int) -> list[dict]:
                 results = []
                 for i in range(requests_per_client):
                     if time.monotonic() > deadline:
                         break
-                    t0 = time.perf_counter()
-                    try:
-                        res = chat_requests(ep, max_tokens=max_tokens)
-                        results.append(
-                            {
-                                "client": cid,
-                                "request": i,
-                                "ok": True,
-                                "latency_ms": (time.perf_counter() - t0) * 1000,
-                                "tokens": int(res.usage.get("completion_tokens", 0)),
-                                "error": "",
-                            }
-                        )
-                    except UserError as exc:
-                        results.append(
-                            {
-                                "client": cid,
-                                "request": i,
-                                "ok": False,
-                                "latency_ms": (time.perf_counter() - t0) * 1000,
-                                "tokens": 0,
-                                "error": str(exc).splitlines()[0],
-                            }
-                        )
+                    results.append(timed_request(workload, srv, cid * requests_per_client + i, t0, client=cid))
                 return results
 
-            t0 = time.perf_counter()
             with ThreadPoolExecutor(max_workers=c) as pool:
                 results = [r for batch in pool.map(client, range(c)) for r in batch]
             wall = time.perf_counter() - t0
@@ -80,9 +72,16 @@ def load_test(
                 healthy = srv.health().get("status") == "ok"
             except UserError:
                 healthy = False
+            return {"command": srv.command_line(), "records": results, "wall_s": wall, "healthy": healthy}
+
+    rows, per_request = [], []
+    for c in progress.track(list(concurrency), "closed-loop load", "level"):
+        parts = (model.sha256, build.key, threads, workload.identity(), c, requests_per_client, time_budget_s)
+        got = rec.cached("closed-loop", parts, lambda c=c: level(c))
+        results, wall = got["records"], got["wall_s"]
         ok = [r for r in results if r["ok"]]
-        lat = pd.Series([r["latency_ms"] for r in ok], dtype=float)
-        tokens = sum(r["tokens"] for r in ok)
+        lat = pd.Series([r["e2e_ms"] for r in ok], dtype=float)
+        tokens = sum(r["output_tokens"] for r in ok)
         rows.append(
             {
                 "clients": c,
@@ -94,8 +93,8 @@ def load_test(
                 "aggregate_tokens_per_s": round(tokens / wall, 1) if wall else 0.0,
                 "latency_median_ms": round(lat.median(), 1) if len(lat) else None,
                 "latency_p95_ms": round(lat.quantile(0.95), 1) if len(lat) else None,
-                "healthy_after": healthy,
+                "healthy_after": got["healthy"],
             }
         )
-        per_request += [{"clients": c, **r} for r in results]
+        per_request += [{"clients": c, "command": got["command"], **r} for r in results]
     return pd.DataFrame(rows), pd.DataFrame(per_request)

@@ -7,6 +7,7 @@
   in a file whose tail is shown when something fails.
 * :class:`LlamaServer`: a managed ``llama-server`` for one model.
 * ``pid_exists``: whether a process still runs (for checking that nothing outlives its owner).
+* ``shell_line``: a command as a reader would type it, paths shortened to file names.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import atexit
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -33,6 +35,12 @@ from ..paths import cache_dir
 from .clients import SEED, Endpoint, request, session
 
 LOOPBACK = "127.0.0.1"
+
+
+def shell_line(cmd: Sequence[str]) -> str:
+    """``cmd`` as one shell line with every path shortened to its file name (``llama-server -m model.gguf ...``),
+    so a reader can rerun it by hand from the directory holding the build's tools and the model."""
+    return shlex.join(Path(a).name if a.startswith("/") and len(a) > 1 else a for a in cmd)
 
 
 def port_in_use(port: int, host: str = LOOPBACK) -> bool:
@@ -145,6 +153,10 @@ class ManagedServer:
     def child_env(self) -> dict[str, str]:
         return _clean_env()
 
+    def healthy(self, payload: object) -> bool:
+        """Whether the JSON at ``health_path`` says ready (llama.cpp's is ``{"status": "ok"}``)."""
+        return isinstance(payload, dict) and payload.get("status") == "ok"
+
     @property
     def model_name(self) -> str:
         return "local"
@@ -234,7 +246,7 @@ class ManagedServer:
                 )
             try:
                 r = http.get(self.url + self.health_path, timeout=2)
-                if r.ok and r.json().get("status") == "ok":
+                if r.ok and self.healthy(r.json()):
                     self.ready_seconds = time.monotonic() - (self.started_at or 0)
                     return
             except (requests.RequestException, ValueError):
@@ -409,6 +421,10 @@ class LlamaServer(ManagedServer):
 
     def child_env(self) -> dict[str, str]:
         return _clean_env({"LLAMA_API_KEY": self.api_key} if self.api_key else None)
+
+    def command_line(self, port: int | None = None) -> str:
+        """The exact command this server runs (or would run), paths shortened to file names."""
+        return shell_line(self.command(port or self.port or 8080))
 
     def describe(self) -> dict:
         """What was started, for the notebook (non-deterministic: port, pid, paths)."""

@@ -1,9 +1,10 @@
 """The other ways to run the same model: llama-cli, the in-process binding, Ollama and llamafile.
 
-* ``run_cli``: one non-interactive chat turn of llama-cli (``count_tokens`` counts its output
-  with the model's own tokenizer; ``require_chat_template`` refuses chat on a base model).
-* ``binding_chat``, ``binding_from_pretrained``: ``llama_cpp.Llama`` in this process, on the
-  build's libllama.
+* ``run_cli``, ``cli_command``: one non-interactive turn of llama-cli (a base model continues the
+  text through a pass-through template; ``count_tokens`` counts the output with the model's own
+  tokenizer; ``require_chat_template`` refuses chat on a base model).
+* ``binding_chat``, ``binding_complete``, ``binding_from_pretrained``: ``llama_cpp.Llama`` in this
+  process, on the build's libllama (a chat turn, or a plain completion for a base model).
 * Ollama and llamafile are detected, never assumed: ``detect_ollama``, ``ollama_endpoint``,
   ``detect_llamafile``, ``LlamafileServer``; what is absent is reported as ``NOT_INSTALLED``.
 * ``COMPARISON``, ``comparison_table``: the qualitative comparison of the three, plus what was measured.
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from .. import defaults
 from ..build import BuildInfo, current_build, use_build_for_binding
 from ..errors import UserError
 from ..models import ResolvedModel, hub_reachable
+from ..paths import cache_dir, write_atomic
 from .clients import SEED, ChatResult, Endpoint, chapter_messages, session
 from .process import LOOPBACK, ManagedServer
 
@@ -41,19 +44,35 @@ class CliResult:
     log: str
 
 
+def log_file(name: str, text: str) -> Path:
+    """Keep a tool's log in a file (shown by path when something fails, never on a page)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return write_atomic(cache_dir("server-logs") / f"{name}-{stamp}-{os.getpid()}.log", text)
+
+
 _TIMINGS = re.compile(r"\[ Prompt: ([\d.]+) t/s \| Generation: ([\d.]+) t/s \]")
 
 
 def count_tokens(model: ResolvedModel, text: str, build: BuildInfo | None = None) -> int:
-    """Number of tokens ``text`` has under the model's own tokenizer (vocabulary only)."""
-    use_build_for_binding(build)
-    from llama_cpp import Llama
+    """Number of tokens ``text`` has under the model's own tokenizer (no BOS or other special tokens).
 
-    vocab = Llama(model_path=str(model.path), vocab_only=True, verbose=False)
+    Loads the vocabulary only and creates no context: a context over a vocabulary-only load has
+    no training context length, and llama.cpp would warn about that on every call.
+    """
+    use_build_for_binding(build)
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    handle = llama_cpp.llama_model_load_from_file(str(model.path).encode(), params)
+    if not handle:
+        raise UserError(f"Cannot read the vocabulary of {model.path}; download or rebuild it.")
     try:
-        return len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        vocab, data = llama_cpp.llama_model_get_vocab(handle), text.encode("utf-8")
+        # with no room for the tokens, llama_tokenize returns minus the number it needs
+        return -llama_cpp.llama_tokenize(vocab, data, len(data), None, 0, False, False)
     finally:
-        vocab.close()
+        llama_cpp.llama_model_free(handle)
 
 
 def require_chat_template(model: ResolvedModel, what: str = "a chat request") -> None:
@@ -65,17 +84,30 @@ def require_chat_template(model: ResolvedModel, what: str = "a chat request") ->
         )
 
 
-def run_cli(
+# A chat template that passes the text through unchanged: with it, llama-cli's single turn is a plain
+# text completion, which is what a base model (no template of its own) can do.
+PLAIN_TEMPLATE = "{%- for message in messages -%}{{- message['content'] -}}{%- endfor -%}"
+
+
+def plain_template_file() -> Path:
+    """A file holding :data:`PLAIN_TEMPLATE`, for ``llama-cli --chat-template-file``."""
+    path = cache_dir("templates") / "plain.jinja"
+    if not path.exists() or path.read_text() != PLAIN_TEMPLATE:
+        write_atomic(path, PLAIN_TEMPLATE)
+    return path
+
+
+def cli_command(
     model: ResolvedModel,
     prompt: str,
     n_predict: int = 64,
     threads: int | None = None,
     seed: int = 1,
     system: str | None = None,
-    timeout: float = 300,
     build: BuildInfo | None = None,
-) -> CliResult:
-    """One chat turn through the llama-cli binary, non-interactive, output captured (``threads=None``: all cores)."""
+) -> list[str]:
+    """The llama-cli command of one non-interactive turn (``-st``); a base model gets the pass-through
+    template, so its turn is a plain continuation of ``prompt``."""
     build = build or current_build()
     cmd = [
         str(build.tool("llama-cli")),
@@ -93,12 +125,35 @@ def run_cli(
         str(seed),
         "--no-warmup",
     ]
-    if system:
-        cmd += ["-sys", system]
-    if not model.info.chat_template:
-        raise UserError(
-            f"{model.path.name} has no chat template, and llama-cli runs a chat turn; use an instruction-tuned model."
-        )
+    if model.info.chat_template:
+        if system:
+            cmd += ["-sys", system]
+    else:
+        if system:
+            raise UserError(
+                f"{model.path.name} has no chat template, so it has no place for a system prompt; pass system=None."
+            )
+        cmd += ["--chat-template-file", str(plain_template_file())]
+    return cmd
+
+
+def run_cli(
+    model: ResolvedModel,
+    prompt: str,
+    n_predict: int = 64,
+    threads: int | None = None,
+    seed: int = 1,
+    system: str | None = None,
+    timeout: float = 300,
+    build: BuildInfo | None = None,
+) -> CliResult:
+    """One turn through the llama-cli binary, non-interactive, output captured (``threads=None``: all cores).
+
+    A chat model answers ``prompt`` as a user message (with ``system`` as the system prompt); a base
+    model continues ``prompt`` as plain text (see :func:`cli_command`).
+    """
+    build = build or current_build()
+    cmd = cli_command(model, prompt, n_predict, threads, seed, system, build)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
@@ -111,13 +166,16 @@ def run_cli(
     m = _TIMINGS.search(body)
     text = body[: m.start()] if m else body.split("Exiting...", 1)[0]
     text = text.strip("\n")
+    if proc.returncode != 0 or not m:
+        log = log_file("llama-cli", proc.stderr)
+        raise UserError(f"llama-cli exited with code {proc.returncode} without its timing line; read its log {log}.")
     return CliResult(
         command=cmd,
         returncode=proc.returncode,
         text=text.strip(),
         generated_tokens=count_tokens(model, text.strip(), build) if text.strip() else 0,
-        prompt_tps=float(m.group(1)) if m else None,
-        generation_tps=float(m.group(2)) if m else None,
+        prompt_tps=float(m.group(1)),
+        generation_tps=float(m.group(2)),
         log=proc.stderr[-4000:],
     )
 
@@ -146,6 +204,29 @@ def binding_chat(
         raw = llm.create_chat_completion(
             messages=messages or chapter_messages(), max_tokens=max_tokens, temperature=0.0, seed=seed
         )
+        seconds = time.perf_counter() - t0
+    finally:
+        llm.close()
+    return ChatResult.from_response("llama_cpp.Llama", dict(raw), seconds)
+
+
+def binding_complete(
+    model: ResolvedModel,
+    prompt: str,
+    max_tokens: int = 64,
+    threads: int | None = None,
+    seed: int = SEED,
+    n_ctx: int = 2048,
+    build: BuildInfo | None = None,
+) -> ChatResult:
+    """A plain text completion in process (``Llama(...).create_completion``): what a base model can do."""
+    use_build_for_binding(build)
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(model.path), n_ctx=n_ctx, n_threads=defaults.threads(threads), seed=seed, verbose=False)
+    try:
+        t0 = time.perf_counter()
+        raw = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, seed=seed)
         seconds = time.perf_counter() - t0
     finally:
         llm.close()

@@ -2,6 +2,9 @@
 
 Each reply is checked strictly (``json.loads`` of the whole reply, then ``jsonschema``), and for the
 one fact a correct extraction must get right (the time), since schema validity does not check meaning.
+``failure_table`` sorts every reply into one cause (cut off at ``max_tokens``, ended but not JSON,
+ended as JSON outside the schema, valid with the wrong time, correct) and ``structured_reading``
+says in sentences what the table shows.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ EXTRACTION_PROMPTS: dict[str, str] = {
     "Remind me to call the dentist at 3:30pm.": "15:30",
     "Set up lunch with Maria at noon.": "12:00",
     "Arrange a video call with the Berlin office at 6pm.": "18:00",
+    "Team standup tomorrow at 10am with Sam, Priya and Jo.": "10:00",
+    "Dinner with my parents at 7:30pm on Friday.": "19:30",
+    "Please put a budget review with Carlos at 14:00 in my calendar.": "14:00",
+    "Coffee with Elena at 8:15am.": "08:15",
+    "Interview the new candidate with Mark at 11am.": "11:00",
+    "Call the plumber at 4pm.": "16:00",
 }
 
 EXTRACTION_SCHEMA: dict = {
@@ -77,7 +86,7 @@ def structured_output(
     target: ManagedServer | Endpoint,
     prompts: Sequence[str] | None = None,
     modes: Sequence[str] = STRUCTURED_MODES,
-    max_tokens: int = 96,
+    max_tokens: int = 256,
     schema: dict = EXTRACTION_SCHEMA,
     build: BuildInfo | None = None,
 ):
@@ -86,6 +95,9 @@ def structured_output(
 
     grammar = json_grammar_path(build).read_text() if "json_grammar" in modes else None
     prompts = list(prompts or EXTRACTION_PROMPTS)
+    unknown = [p for p in prompts if p not in EXTRACTION_PROMPTS]
+    if unknown:
+        raise UserError(f"No expected time is known for {unknown[0]!r}; add it to EXTRACTION_PROMPTS first.")
     rows = []
     for mode in modes:
         if mode == "unconstrained":
@@ -109,6 +121,7 @@ def structured_output(
                     "prompt": prompt,
                     "reply": res.content,
                     "finish_reason": res.finish_reason,
+                    "completion_tokens": int(res.usage.get("completion_tokens", 0)),
                     "parses": parses,
                     "valid": valid,
                     "time_correct": bool(time_ok),
@@ -127,3 +140,52 @@ def validity_table(df, digits: int = 2):
         time_correct_share=("time_correct", "mean"),
     )
     return out.round(digits)
+
+
+CAUSES = (
+    "correct",
+    "valid, wrong time",
+    "cut off at max_tokens",
+    "ended, not JSON",
+    "ended, JSON outside the schema",
+)
+
+
+def failure_cause(row) -> str:
+    """The one cause a reply falls under (see ``CAUSES``): valid ones by their time, the others by how they ended."""
+    if row["valid"]:
+        return CAUSES[0] if row["time_correct"] else CAUSES[1]
+    if row["finish_reason"] == "length":
+        return CAUSES[2]
+    return CAUSES[4] if row["parses"] else CAUSES[3]
+
+
+def failure_table(df, max_tokens: int | None = None):
+    """Per mode, how many replies fall under each cause (counts; each row sums to the requests)."""
+    import pandas as pd
+
+    causes = df.apply(failure_cause, axis=1)
+    out = pd.crosstab(df["mode"], causes).reindex(index=list(dict.fromkeys(df["mode"])), columns=list(CAUSES))
+    out = out.fillna(0).astype(int)
+    out.insert(0, "requests", out.sum(axis=1))
+    out["median reply tokens"] = df.groupby("mode")["completion_tokens"].median().astype(int)
+    if max_tokens is not None:
+        out.columns.name = f"max_tokens = {max_tokens}"
+    return out
+
+
+def structured_reading(df) -> str:
+    """What the failure table says, mode by mode, as sentences computed from the replies."""
+    table = failure_table(df)
+    out = []
+    for mode, r in table.iterrows():
+        n = int(r["requests"])
+        valid = int(r[CAUSES[0]] + r[CAUSES[1]])
+        parts = [f"{valid} of {n} valid"]
+        if valid:
+            parts.append(f"{int(r[CAUSES[0]])} of them with the right time")
+        fails = [(c, int(r[c])) for c in CAUSES[2:] if r[c]]
+        if fails:
+            parts.append("the rest " + ", ".join(f"{k} {c}" for c, k in fails))
+        out.append(f"**{mode.replace('_', ' ')}**: " + "; ".join(parts) + ".")
+    return " ".join(out)

@@ -238,11 +238,13 @@ def chromium_screenshot(
     prompt: str | None = None,
     busy: Callable[[], bool] | None = None,
     timeout: float = 120,
+    input_selector: str | None = None,
 ) -> Path:
     """Screenshot ``url`` in headless Chromium once ``ready_selector`` exists (fresh profile, no sync/updates).
 
-    With ``prompt``, type it into the page's text box, press Enter, and wait until ``busy()`` turns
-    false and the page text stops changing, so the picture shows the answer.
+    With ``prompt``, type it into the page's text box (``input_selector``, default ``ready_selector``:
+    a textarea or a contenteditable editor), press Enter, and wait until ``busy()`` turns false and
+    the page text stops changing, so the picture shows the answer.
     """
     import base64
 
@@ -264,7 +266,8 @@ def chromium_screenshot(
             cdp.call("Page.navigate", {"url": url})
             cdp.wait_for(f"!!document.querySelector({json.dumps(ready_selector)})", timeout, "render its chat box")
             if prompt:
-                cdp.evaluate(f"document.querySelector({json.dumps(ready_selector)}).focus()")
+                box = json.dumps(input_selector or ready_selector)
+                cdp.evaluate(f"document.querySelector({box}).focus()")
                 cdp.call("Input.insertText", {"text": prompt})
                 for kind in ("keyDown", "keyUp"):
                     cdp.call(
@@ -273,7 +276,8 @@ def chromium_screenshot(
                     )
                 # the conversation view shows the question; then wait for an answer that stops growing
                 cdp.wait_for(
-                    "!document.querySelector('textarea')?.value && "
+                    # sent: the text box is empty again (a textarea's value, an editor's text)
+                    f"!((el) => el?.value ?? el?.innerText ?? '')(document.querySelector({box})).trim() && "
                     f"document.body.innerText.split({json.dumps(prompt)}).length > 1",
                     timeout,
                     "show the question",
