@@ -7,6 +7,7 @@ to them, and a newer version of the package may add columns without losing old r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from .errors import UserError
 from .paths import RESULTS_DIR, write_atomic
 
 STORE = RESULTS_DIR / "results.duckdb"
+# a trial run can keep its rows out of the tracked store: LOCALLLMS_STORE=/tmp/trial.duckdb
+STORE = Path(os.environ["LOCALLLMS_STORE"]) if os.environ.get("LOCALLLMS_STORE") else STORE
 
 
 def save(table: str, df: pd.DataFrame, key: Sequence[str], store: Path = STORE) -> None:
