@@ -69,8 +69,9 @@ format: $(VENV)/.deps
 
 # The tests, then nbval: it re-executes the committed notebooks and compares their outputs
 # (masked as notebooks/nbval-sanitize.cfg says), in one pytest run with one summary line.
+# Progress bars go to a file here: a kernel forwards what it writes to its stderr into the cell.
 test: setup lint
-	$(PY) -m pytest tests notebooks -v --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval-sanitize.cfg
+	mkdir -p _build && LOCALLLMS_PROGRESS=$(CURDIR)/_build/progress-test.log $(PY) -m pytest tests notebooks -v --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 
 # The unit tests alone: no llama.cpp build, no model, a few seconds.
 test-fast: $(VENV)/.deps lint
