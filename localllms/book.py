@@ -236,6 +236,8 @@ def _merge_prose(source: dict, executed: dict) -> dict:
     outputs = [c for c in outputs if c not in injected]
     cells = []
     for cell in source["cells"]:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            continue  # a recorded notebook carries papermill's cell of its own run: the execution's replaces it
         if cell["cell_type"] == "code":
             done = outputs.pop(0)
             cell = {**cell, "outputs": done.get("outputs", []), "execution_count": done.get("execution_count")}

@@ -37,3 +37,21 @@ def test_prose_changes_keep_the_outputs() -> None:
     assert book._code_cells(source) == book._code_cells(
         executed | {"cells": executed["cells"][1:2] + executed["cells"][3:]}
     )
+
+
+def test_a_recorded_source_with_its_own_injected_cell_merges() -> None:
+    # committed notebooks are recorded runs: they carry papermill's injected cell of that run; a
+    # no-change `make book` after a clone must merge, not fail (it once raised IndexError here)
+    def cell(kind: str, src: str, tags: tuple[str, ...] = ()) -> dict:
+        c = {"cell_type": kind, "source": src, "metadata": {"tags": list(tags)}}
+        return c | ({"outputs": [{"text": src}], "execution_count": 1} if kind == "code" else {})
+
+    executed = {"metadata": {}, "cells": [
+        cell("code", "N = 1", ("parameters",)), cell("code", "N = 2", ("injected-parameters",)), cell("code", "print(N)"),
+    ]}  # fmt: skip
+    source = {"metadata": {}, "cells": [
+        cell("markdown", "prose"), cell("code", "N = 1", ("parameters",)),
+        cell("code", "N = 3", ("injected-parameters",)), cell("code", "print(N)"),
+    ]}  # fmt: skip
+    merged = book._merge_prose(source, executed)
+    assert [c["source"] for c in merged["cells"]] == ["prose", "N = 1", "N = 2", "print(N)"]
