@@ -17,9 +17,13 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import corpus, defaults
 from .errors import UserError
+
+if TYPE_CHECKING:  # the study package is imported only by the commands that run it
+    from .study.config import StudyConfig
 
 
 def _emit(data: dict, as_json: bool) -> None:
@@ -102,12 +106,24 @@ def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def cmd_study(args: argparse.Namespace) -> None:
-    from . import provenance, study
-    from .metrics import rounding
+def _add_study_options(p: argparse.ArgumentParser, threads_help: str) -> None:
+    """The study's settings, shared by ``study`` and ``sweep``."""
+    p.add_argument("--quants", type=_csv_list, default=list(defaults.QUANT_TYPES), help="comma-separated quant types")
+    p.add_argument("--prompts", type=int, default=defaults.NUM_PROMPTS, help="number of prompts")
+    p.add_argument("--min-length", type=int, default=defaults.MIN_PROMPT_LENGTH)
+    p.add_argument("--max-length", type=int, default=defaults.MAX_PROMPT_LENGTH)
+    p.add_argument("--threads", type=int, default=None, help=threads_help)
+    p.add_argument("--repetitions", type=int, default=defaults.REPETITIONS, help="llama-bench -r")
+    p.add_argument("--n-prompt", type=int, default=defaults.N_PROMPT, help="llama-bench -p")
+    p.add_argument("--n-gen", type=int, default=defaults.N_GEN, help="llama-bench -n")
+    p.add_argument("--corpus", choices=["auto", "wikitext", "offline"], default=defaults.CORPUS_SOURCE)
 
-    config = study.StudyConfig(  # checks every value before anything heavy runs
-        model=args.model,
+
+def _study_config(args: argparse.Namespace, **model: str) -> StudyConfig:
+    from .study.config import StudyConfig
+
+    return StudyConfig(
+        **model,
         quant_types=tuple(args.quants),
         num_prompts=args.prompts,
         min_prompt_length=args.min_length,
@@ -118,6 +134,13 @@ def cmd_study(args: argparse.Namespace) -> None:
         n_gen=args.n_gen,
         corpus_source=args.corpus,
     )
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    from . import provenance, study
+    from .metrics import rounding
+
+    config = _study_config(args, model=args.model)  # checks every value before anything heavy runs
     result = study.run(config)
     df = result.rows
     if args.json:
@@ -149,19 +172,9 @@ def _parameters(pairs: list[list[str]]) -> dict:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from . import compare, study, sweep
+    from . import compare, sweep
 
-    config = study.StudyConfig(  # checks every value before a cluster starts
-        quant_types=tuple(args.quants),
-        num_prompts=args.prompts,
-        min_prompt_length=args.min_length,
-        max_prompt_length=args.max_length,
-        threads=args.threads,
-        repetitions=args.repetitions,
-        n_prompt=args.n_prompt,
-        n_gen=args.n_gen,
-        corpus_source=args.corpus,
-    )
+    config = _study_config(args)  # checks every value before a cluster starts
     result = sweep.run(args.models, config, args.scheduler, args.workers, args.force, args.store)
     if args.json:
         outcomes = [vars(o) for o in result.outcomes]
@@ -236,15 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("study", help="run the quantization study without a notebook and print its table")
     p.add_argument("model", nargs="?", default=defaults.DEFAULT_MODEL, help="catalog name, .gguf path or hub file")
-    p.add_argument("--quants", type=_csv_list, default=list(defaults.QUANT_TYPES), help="comma-separated quant types")
-    p.add_argument("--prompts", type=int, default=defaults.NUM_PROMPTS, help="number of prompts")
-    p.add_argument("--min-length", type=int, default=defaults.MIN_PROMPT_LENGTH)
-    p.add_argument("--max-length", type=int, default=defaults.MAX_PROMPT_LENGTH)
-    p.add_argument("--threads", type=int, default=None, help="default: every core")
-    p.add_argument("--repetitions", type=int, default=defaults.REPETITIONS, help="llama-bench -r")
-    p.add_argument("--n-prompt", type=int, default=defaults.N_PROMPT, help="llama-bench -p")
-    p.add_argument("--n-gen", type=int, default=defaults.N_GEN, help="llama-bench -n")
-    p.add_argument("--corpus", choices=["auto", "wikitext", "offline"], default=defaults.CORPUS_SOURCE)
+    _add_study_options(p, "default: every core")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser(
@@ -266,15 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--store", type=Path, default=None, help="the DuckDB results store (default: data/results/results.duckdb)"
     )
-    p.add_argument("--quants", type=_csv_list, default=list(defaults.QUANT_TYPES), help="comma-separated quant types")
-    p.add_argument("--prompts", type=int, default=defaults.NUM_PROMPTS, help="number of prompts")
-    p.add_argument("--min-length", type=int, default=defaults.MIN_PROMPT_LENGTH)
-    p.add_argument("--max-length", type=int, default=defaults.MAX_PROMPT_LENGTH)
-    p.add_argument("--threads", type=int, default=None, help="threads per study (default: every core of its host)")
-    p.add_argument("--repetitions", type=int, default=defaults.REPETITIONS, help="llama-bench -r")
-    p.add_argument("--n-prompt", type=int, default=defaults.N_PROMPT, help="llama-bench -p")
-    p.add_argument("--n-gen", type=int, default=defaults.N_GEN, help="llama-bench -n")
-    p.add_argument("--corpus", choices=["auto", "wikitext", "offline"], default=defaults.CORPUS_SOURCE)
+    _add_study_options(p, "threads per study (default: every core of its host)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("run-notebooks", help="execute the book's notebooks with papermill")
