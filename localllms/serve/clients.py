@@ -21,7 +21,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -206,34 +207,20 @@ def chat_requests(
     return ChatResult.from_response("requests", r.json(), seconds)
 
 
-def chat_openai(
-    target: ManagedServer | Endpoint,
-    messages: list[dict] | None = None,
-    max_tokens: int = 64,
-    temperature: float = 0.0,
-    seed: int = SEED,
-) -> ChatResult:
-    """The same request through the ``openai`` client pointed at the local server."""
+@contextmanager
+def _openai_client(ep: Endpoint) -> Iterator[Any]:
+    """An ``openai`` client on the local server whose failures read as one sentence (a dead server
+    names its exit code and log), closed afterwards."""
     import openai
 
-    ep = as_endpoint(target)
-    body = chat_body(ep, messages, max_tokens, temperature, seed)
     client = openai.OpenAI(
         base_url=ep.base_url + "/v1",
         api_key=ep.api_key or "sk-no-key-required",  # the client insists on a key; llama-server ignores it if unset
         timeout=ep.timeout,
         max_retries=0,  # a retry would hide a dead server behind more waiting
     )
-    t0 = time.perf_counter()
     try:
-        completion = client.chat.completions.create(
-            model=body["model"],
-            messages=body["messages"],
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-            extra_body={"cache_prompt": False},
-        )
+        yield client
     except openai.AuthenticationError as exc:
         raise UserError(f"{ep.name} refused the request (401 Unauthorized); pass the server's API key.") from exc
     except (openai.APIConnectionError, openai.APITimeoutError) as exc:
@@ -243,6 +230,28 @@ def chat_openai(
         ) from exc
     finally:
         client.close()
+
+
+def chat_openai(
+    target: ManagedServer | Endpoint,
+    messages: list[dict] | None = None,
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = SEED,
+) -> ChatResult:
+    """The same request through the ``openai`` client pointed at the local server."""
+    ep = as_endpoint(target)
+    body = chat_body(ep, messages, max_tokens, temperature, seed)
+    with _openai_client(ep) as client:
+        t0 = time.perf_counter()
+        completion = client.chat.completions.create(
+            model=body["model"],
+            messages=body["messages"],
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            extra_body={"cache_prompt": False},
+        )
     seconds = time.perf_counter() - t0
     # model_dump keeps llama.cpp's extra "timings" field, which the pydantic model does not declare
     return ChatResult.from_response("openai", completion.model_dump(), seconds)
@@ -288,14 +297,9 @@ def completion_openai(
     seed: int = SEED,
 ) -> ChatResult:
     """The same text completion through the ``openai`` client (``client.completions.create``)."""
-    import openai
-
     ep = as_endpoint(target)
-    client = openai.OpenAI(
-        base_url=ep.base_url + "/v1", api_key=ep.api_key or "sk-no-key-required", timeout=ep.timeout, max_retries=0
-    )
-    t0 = time.perf_counter()
-    try:
+    with _openai_client(ep) as client:
+        t0 = time.perf_counter()
         completion = client.completions.create(
             model=ep.model,
             prompt=prompt,
@@ -304,15 +308,6 @@ def completion_openai(
             seed=seed,
             extra_body={"cache_prompt": False},
         )
-    except openai.AuthenticationError as exc:
-        raise UserError(f"{ep.name} refused the request (401 Unauthorized); pass the server's API key.") from exc
-    except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-        ep.raise_if_dead()
-        raise UserError(
-            f"{ep.name} at {ep.base_url} did not answer ({type(exc).__name__}); check that it is running."
-        ) from exc
-    finally:
-        client.close()
     return ChatResult.from_response("openai", completion.model_dump(), time.perf_counter() - t0)
 
 
