@@ -57,7 +57,7 @@ from .openwebui_venv import (
 )
 from .process import LlamaServer, ManagedServer
 from .runtimes import require_chat_template
-from .webui import chromium_screenshot, find_chromium
+from .webui import chromium_screenshot, find_chromium, slots_busy
 
 CHAT_INPUT = "#chat-input"  # Open WebUI's message editor (a contenteditable TipTap editor, not a textarea)
 
@@ -229,14 +229,6 @@ class OpenWebUIShot:
     date: str = ""
 
 
-def _slots_busy(srv: LlamaServer) -> bool:
-    try:
-        slots = request(srv.endpoint, "GET", "/slots", timeout=5).json()
-    except UserError:
-        return False
-    return any(s.get("is_processing") for s in slots)
-
-
 def _portable(cmd: list[str]) -> list[str]:
     """A command as shown in the report: cache and project paths by name, not this machine's."""
     cache, root = str(cache_dir()), str(PROJECT_ROOT) + "/"
@@ -302,7 +294,7 @@ def screenshot(
                     size,
                     ready_selector=CHAT_INPUT,
                     prompt=prompt,
-                    busy=lambda: _slots_busy(llm),
+                    busy=lambda: slots_busy(llm),
                     timeout=timeout,
                 )
         shot.image, shot.ok, shot.step = _portable([str(image)])[0], True, "done"

@@ -310,7 +310,8 @@ class ScreenshotResult:
     prompt: str | None
 
 
-def _slots_busy(srv: LlamaServer) -> bool:
+def slots_busy(srv: LlamaServer) -> bool:
+    """Whether any slot of the server is still generating (a chat typed into a page is not done yet)."""
     try:
         slots = request(srv.endpoint, "GET", "/slots", timeout=5).json()
     except UserError:
@@ -337,13 +338,13 @@ def screenshot(
     with LlamaServer(model, threads=threads, build=build, extra_args=defaults) as srv:
         bare = probe_root(srv)
         if ui_embedded(build) and bare["status"] == 200:
-            image = chromium_screenshot(srv.url + "/", out, size, prompt=prompt, busy=lambda: _slots_busy(srv))
+            image = chromium_screenshot(srv.url + "/", out, size, prompt=prompt, busy=lambda: slots_busy(srv))
             return ScreenshotResult(image, bare, None, "embedded in llama-server at build time", None, prompt)
     dist = build_ui(build)
     with LlamaServer(model, threads=threads, build=build, static_path=dist, extra_args=defaults) as srv:
         with_ui = probe_root(srv)
         if with_ui["status"] != 200:
             raise UserError(f"llama-server --path {dist} answered {with_ui['status']} at /; see {srv.log_path}.")
-        image = chromium_screenshot(srv.url + "/", out, size, prompt=prompt, busy=lambda: _slots_busy(srv))
+        image = chromium_screenshot(srv.url + "/", out, size, prompt=prompt, busy=lambda: slots_busy(srv))
     source = "built from tools/ui with npm, served with llama-server --path"
     return ScreenshotResult(image, bare, with_ui, source, dist, prompt)
