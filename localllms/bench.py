@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import gguf_file
 from .build import BuildInfo, current_build
 from .errors import UserError
 from .models import ResolvedModel
@@ -105,9 +106,7 @@ def bytes_per_token(path: Path) -> int:
     exception when the model has a separate output matrix: then only one of its rows
     is read. When the embeddings are tied to the output, the whole table is read.
     """
-    from gguf import GGUFReader
-
-    tensors = GGUFReader(path).tensors
+    tensors = gguf_file.read(path).tensors
     names = {t.name for t in tensors}
     tied = "output.weight" not in names
     return sum(int(t.n_bytes) for t in tensors if tied or t.name != "token_embd.weight")

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import corpus, progress
+from . import corpus, gguf_file, progress
 from .build import BuildInfo, current_build, use_build_for_binding
 from .errors import UserError
 from .models import ResolvedModel, sha256_file
@@ -174,6 +174,4 @@ def compute(
 
 def _entries(path: Path) -> int:
     """Weight matrices covered by an imatrix GGUF file (one ``.in_sum2`` tensor each)."""
-    from gguf import GGUFReader
-
-    return sum(1 for t in GGUFReader(path).tensors if t.name.endswith(".in_sum2"))
+    return sum(1 for t in gguf_file.read(path).tensors if t.name.endswith(".in_sum2"))

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from . import defaults
+from . import defaults, gguf_file
 from .errors import UserError
 from .paths import cache_dir, write_atomic
 
@@ -127,12 +127,8 @@ def sha256_file(path: Path) -> str:
 # --------------------------------------------------------------------------- metadata
 
 
-def _field(reader, key: str, default=None):
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    value = f.contents()
-    return value
+def _field(header: gguf_file.Header, key: str, default=None):
+    return header.get(key, default)
 
 
 def read_info(path: Path) -> ModelInfo:
@@ -150,10 +146,10 @@ def read_info(path: Path) -> ModelInfo:
         raise UserError(
             f"{path} is not a GGUF file (it does not start with 'GGUF'); convert it with llama.cpp's convert_hf_to_gguf.py or pick a .gguf file."
         )
-    from gguf import GGUFReader, LlamaFileType
+    from gguf import LlamaFileType
 
     try:
-        reader = GGUFReader(path)
+        reader = gguf_file.read(path)
     except Exception as exc:  # the reader raises many types on damaged headers
         raise UserError(
             f"{path} is a damaged or truncated GGUF file ({type(exc).__name__}: {exc}); download or rebuild it."
@@ -176,8 +172,8 @@ def read_info(path: Path) -> ModelInfo:
             quant = f"type {ftype}"
     else:
         quant = "unknown"
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = len(tokens.data) if tokens is not None else int(_field(reader, f"{arch}.vocab_size", 0) or 0)
+    tokens = reader.get("tokenizer.ggml.tokens")
+    vocab = len(tokens) if tokens is not None else int(_field(reader, f"{arch}.vocab_size", 0) or 0)
     license_ = _field(reader, "general.license", "") or ""
     return ModelInfo(
         name=str(_field(reader, "general.name", path.stem)),
@@ -196,7 +192,7 @@ def read_info(path: Path) -> ModelInfo:
         quant_type=quant,
         bits_per_weight=round(8 * weight_bytes / params, 3) if params else 0.0,
         file_size=size,
-        chat_template=reader.fields.get("tokenizer.chat_template") is not None,
+        chat_template=reader.get("tokenizer.chat_template") is not None,
         license=str(license_),
     )
 

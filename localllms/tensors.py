@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
+from . import gguf_file
 from .models import ResolvedModel
 
 GROUPS = ("token embedding", "output", "attention", "feed-forward", "norms", "other")
@@ -46,66 +46,9 @@ def group_of(name: str) -> str:
     return "other"
 
 
-_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-
-
-@lru_cache(maxsize=64)
-def _tensor_rows(path: str, mtime_ns: int) -> tuple[tuple[str, str, int, int, int], ...]:
-    """(name, type, row length, elements, bytes) of every tensor, read from the GGUF header alone.
-
-    The metadata values are skipped, not decoded: ``gguf.GGUFReader`` decodes every one of them,
-    which for a 262k-token vocabulary takes seconds per file; the tensor table needs none of them.
-    """
-    import mmap
-    import struct
-
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        if mm[:4] != b"GGUF":
-            raise ValueError(f"{path} is not a GGUF file")
-        n_tensors, n_kv = struct.unpack_from("<QQ", mm, 8)
-        pos = 24
-
-        def skip(vtype: int, pos: int) -> int:
-            if vtype in _SCALAR:
-                return pos + struct.calcsize(_SCALAR[vtype])
-            if vtype == 8:  # string: uint64 length, bytes
-                return pos + 8 + struct.unpack_from("<Q", mm, pos)[0]
-            if vtype == 9:  # array: element type, count, elements
-                etype, count = struct.unpack_from("<IQ", mm, pos)
-                pos += 12
-                if etype in _SCALAR:
-                    return pos + count * struct.calcsize(_SCALAR[etype])
-                for _ in range(count):
-                    pos = skip(etype, pos)
-                return pos
-            raise ValueError(f"{path}: unknown GGUF value type {vtype}")
-
-        for _ in range(n_kv):
-            pos += 8 + struct.unpack_from("<Q", mm, pos)[0]  # the key
-            pos = skip(struct.unpack_from("<I", mm, pos)[0], pos + 4)
-        rows = []
-        for _ in range(n_tensors):
-            n = struct.unpack_from("<Q", mm, pos)[0]
-            name = bytes(mm[pos + 8 : pos + 8 + n]).decode()
-            pos += 8 + n
-            n_dims = struct.unpack_from("<I", mm, pos)[0]
-            dims = struct.unpack_from(f"<{n_dims}Q", mm, pos + 4)
-            ttype = GGMLQuantizationType(struct.unpack_from("<I", mm, pos + 4 + 8 * n_dims)[0])
-            pos += 4 + 8 * n_dims + 4 + 8
-            elements = 1
-            for d in dims:
-                elements *= int(d)
-            block, nbytes = GGML_QUANT_SIZES[ttype]
-            rows.append((name, ttype.name, int(dims[0]), elements, elements // block * nbytes))
-    return tuple(rows)
-
-
 def tensor_table(path: Path) -> pd.DataFrame:
     """One row per tensor: name, group, ggml type, row length, elements and bytes."""
-    path = Path(path)
-    rows = _tensor_rows(str(path), path.stat().st_mtime_ns)
+    rows = [(t.name, t.type, t.shape[0], t.n_elements, t.n_bytes) for t in gguf_file.read(Path(path)).tensors]
     df = pd.DataFrame(rows, columns=["name", "type", "row", "elements", "bytes"])
     df.insert(1, "group", [group_of(n) for n in df["name"]])
     return df

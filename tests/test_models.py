@@ -80,6 +80,28 @@ def test_truncated_gguf(smollm2, tmp_path: Path, keep: int) -> None:
         resolve(str(cut))
 
 
+def test_fast_header_reader_agrees_with_gguf_package(smollm2, gemma) -> None:
+    """gguf_file reads what gguf.GGUFReader reads (every field, every tensor), only faster."""
+    from gguf import GGUFReader
+
+    from localllms import gguf_file
+
+    for model in (smollm2, gemma):
+        fast, ref = gguf_file.read(model.path), GGUFReader(model.path)
+        assert [(t.name, t.type, t.shape, t.n_elements, t.n_bytes, t.data_offset) for t in fast.tensors] == [
+            (t.name, t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_elements), int(t.n_bytes),
+             int(t.data_offset)) for t in ref.tensors
+        ]  # fmt: skip
+        keys = [k for k in ref.fields if not k.startswith("GGUF.")]
+        assert sorted(fast.fields) == sorted(keys)
+        for k in keys:
+            mine, theirs = fast.fields[k], ref.fields[k].contents()
+            if isinstance(mine, gguf_file.StringArray):  # the vocabulary and merges: kept as their length
+                assert len(mine) == len(theirs), k
+            else:
+                assert mine == pytest.approx(theirs) if isinstance(theirs, float) else mine == theirs, k
+
+
 def test_unknown_catalog_name() -> None:
     with pytest.raises(UserError, match=r"Unknown model 'llama-9000'.*smollm2-135m-instruct"):
         resolve("llama-9000")

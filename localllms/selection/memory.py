@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .. import gguf_file
 from ..errors import UserError
 from ..models import ResolvedModel
 
@@ -105,14 +106,11 @@ def architecture(model: ResolvedModel) -> Architecture:
 
 
 def _read_architecture(model: ResolvedModel) -> Architecture:
-    from gguf import GGUFReader
-
-    reader = GGUFReader(model.path)
+    reader = gguf_file.read(model.path)
     arch = model.info.architecture
 
     def get(key: str, default: object = None) -> object:
-        f = reader.fields.get(f"{arch}.{key}")
-        return default if f is None else f.contents()
+        return reader.get(f"{arch}.{key}", default)
 
     layers = model.info.layers
     heads = max(_scalar_or_list(get("attention.head_count", 0), layers))
@@ -131,7 +129,7 @@ def _read_architecture(model: ResolvedModel) -> Architecture:
         swa = [n > 0 and il % n < n - 1 for il in range(layers)]
         if n == 0:
             window = 0
-    merges = reader.fields.get("tokenizer.ggml.merges")
+    merges = reader.get("tokenizer.ggml.merges")
     return Architecture(
         name=arch,
         layers=layers,
@@ -142,7 +140,7 @@ def _read_architecture(model: ResolvedModel) -> Architecture:
         key_length=int(get("attention.key_length", head_dim) or head_dim),
         value_length=int(get("attention.value_length", head_dim) or head_dim),
         vocab=model.info.vocab_size,
-        merges=len(merges.data) if merges is not None else 0,
+        merges=len(merges) if merges is not None else 0,
         sliding_window=window,
         swa_layers=swa,
         trained_context=model.info.context_length,
