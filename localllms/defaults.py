@@ -56,14 +56,15 @@ CROSSCHECK_CTX = 512  # llama-perplexity -c: the context its published KL tables
 IMATRIX_QUANT_TYPES = ("Q2_K", "Q3_K_M", "Q4_K_M")  # the low-bit k-quants llama.cpp's README shows with and without
 IQUANT_TYPES = ("IQ2_XS", "IQ3_XXS", "IQ4_XS")  # an i-quant at each of 2, 3 and 4 bits
 IMATRIX_TOKENS = 8192  # calibration tokens: 16 chunks of 512; llama.cpp's README finds no gain from more
-DETAIL_NUM_PROMPTS = 30  # the first 30 prompts score the imatrix and KV-cache variants: ~3,000 tokens each
+DETAIL_NUM_PROMPTS = 20  # the first 20 prompts score the imatrix and KV-cache variants: ~2,000 tokens each
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")  # the cache types the CPU back end runs with flash attention
 SWEEP_QUANTS = ("Q4_K_M", "Q5_K_M")  # swept beside the reference: the common choice and the slow-prompt one
 SWEEP_DEPTHS = (0, 512, 2048)  # tokens already in the context: empty, one chunk, a long chat
-SWEEP_REPETITIONS = 3  # llama-bench -r per sweep point: a spread at a tenth of the main table's cost
+SWEEP_REPETITIONS = 2  # llama-bench -r per sweep point: a spread at a fifth of the main table's cost
 SECOND_MODEL = "gemma-3-270m"  # the other catalog model, set beside the first
 SECOND_QUANT_TYPES = ("Q2_K", "Q4_K_M", "Q8_0")  # low, the source's own type, high: within the time budget
 SECOND_NUM_PROMPTS = 20  # a fifth of the main run's prompts: its 262k-token vocabulary makes scoring slow
+SECOND_REPETITIONS = 3  # llama-bench -r of the second model's study (its speeds serve the comparison page): a spread at a third of the cost
 
 # --------------------------------------------------------------------------- serving
 
@@ -79,10 +80,10 @@ SLO_TTFT_MS = 1000.0  # service target: the answer starts within a second...
 SLO_TPOT_MS = 100.0  # ...and streams at 10 tokens/s or faster, faster than people read
 SLO_ATTAINMENT = 0.99  # ...for 99 % of requests (GuideLLM's chat examples state targets at 99 %)
 RATE_START = 1.0  # req/s where the rate search starts (a single slot answers a request in well under 1 s)
-REQUESTS_PER_RATE = 12  # Poisson arrivals per probed rate: a 99 % target then allows no miss; keeps the search short
+REQUESTS_PER_RATE = 8  # Poisson arrivals per probed rate: a 99 % target then allows no miss; keeps the search short
 MAX_PROBES = 6  # rates probed at most: double until one fails, then bisect
 RATE_TOLERANCE = 0.25  # stop bisecting when the bracket is within 25 % of the passing rate
-STRUCTURED_MAX_TOKENS = 192  # per structured-output reply: nearly five times a complete object's ~40 tokens
+STRUCTURED_MAX_TOKENS = 128  # per structured-output reply: three times a complete object's ~40 tokens
 
 # --------------------------------------------------------------------------- model selection
 
@@ -106,11 +107,12 @@ MACHINES_GB = (8, 16, 32, 64)  # RAM of common laptops and desktops, in GiB as s
 
 # --------------------------------------------------------------------------- comparing models
 
-# The comparison page's sweep: the case study's second-model run (types, prompts) for both catalog
-# models with the main run's llama-bench settings, so the rows that chapter stores are reused.
+# The comparison page's sweep: the case study's second-model run (types, prompts, repetitions) for
+# both catalog models, so the rows that chapter stores are reused.
 COMPARE_MODELS = CANDIDATES  # the two catalog models
 COMPARE_QUANT_TYPES = SECOND_QUANT_TYPES  # low, the common choice, high: three points per model
 COMPARE_NUM_PROMPTS = SECOND_NUM_PROMPTS  # 20 prompts: bits per byte separates the two models clearly
+COMPARE_REPETITIONS = SECOND_REPETITIONS  # llama-bench -r: the second model's study is then reused as it is
 
 # --------------------------------------------------------------------------- notebooks
 
@@ -141,6 +143,7 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, object]] = {
         "SECOND_MODEL": SECOND_MODEL,
         "SECOND_QUANT_TYPES": list(SECOND_QUANT_TYPES),
         "SECOND_NUM_PROMPTS": SECOND_NUM_PROMPTS,
+        "SECOND_REPETITIONS": SECOND_REPETITIONS,
     },
     "serving": {
         "MODEL": DEFAULT_MODEL,
@@ -192,7 +195,7 @@ NOTEBOOK_PARAMETERS: dict[str, dict[str, object]] = {
         "MIN_PROMPT_LENGTH": MIN_PROMPT_LENGTH,
         "MAX_PROMPT_LENGTH": MAX_PROMPT_LENGTH,
         "THREADS": None,
-        "REPETITIONS": REPETITIONS,
+        "REPETITIONS": COMPARE_REPETITIONS,
         "N_PROMPT": N_PROMPT,
         "N_GEN": N_GEN,
         "CORPUS_SOURCE": CORPUS_SOURCE,

@@ -19,7 +19,7 @@ from .. import defaults, evaluate, metrics, tensors
 from ..models import ResolvedModel
 from ..quantize import FULL_PRECISION, quantize
 from .config import StudyConfig
-from .pipeline import Study, run
+from .pipeline import Study, first_prompts, run
 
 OWN = " (the source's own type)"
 
@@ -33,10 +33,15 @@ def second_model(requested: str, first: str) -> str:
 
 
 def run_second(
-    model: str, quant_types: Sequence[str], num_prompts: int, like: StudyConfig, progress_bars: bool = True
+    model: str,
+    quant_types: Sequence[str],
+    num_prompts: int,
+    like: StudyConfig,
+    repetitions: int = defaults.SECOND_REPETITIONS,
+    progress_bars: bool = True,
 ) -> Study:
-    """The reduced study of the second model: its own types and prompt count, everything else (the
-    llama-bench settings included) as ``like``, so the comparison chapter reuses its cached rows."""
+    """The reduced study of the second model: its own types, prompt count and llama-bench
+    repetitions, everything else as ``like``, so the comparison chapter reuses its cached rows."""
     cfg = StudyConfig(
         model=model,
         quant_types=tuple(quant_types),
@@ -44,7 +49,7 @@ def run_second(
         min_prompt_length=like.min_prompt_length,
         max_prompt_length=like.max_prompt_length,
         threads=like.threads,
-        repetitions=like.repetitions,
+        repetitions=repetitions,
         n_prompt=like.n_prompt,
         n_gen=like.n_gen,
         corpus_source=like.corpus_source,
@@ -58,26 +63,30 @@ class OwnType:
     summary: dict[str, float]
 
 
-def own_type(study: Study, progress_bars: bool = True) -> OwnType | None:
-    """The reference re-quantized to the source file's type, scored on the study's prompts (None
-    when the source is full precision: then there is no earlier rounding to repeat)."""
+def own_type(study: Study, num_prompts: int, progress_bars: bool = True) -> OwnType | None:
+    """The reference re-quantized to the source file's type, scored on the study's first
+    ``num_prompts`` prompts (None when the source is full precision: then there is no earlier
+    rounding to repeat)."""
     src = study.model.info.quant_type
     if src in FULL_PRECISION:
         return None
     v = next((x for x in study.variants if x.display == src), None) or quantize(study.reference, src, study.build)
-    ev = evaluate.evaluate_prompts(
-        study.reference, [v], study.prompts.texts, study.config.n_threads, study.build, progress_bars
-    )
+    texts = first_prompts(study, num_prompts)
+    ev = evaluate.evaluate_prompts(study.reference, [v], texts, study.config.n_threads, study.build, progress_bars)
     return OwnType(v, metrics.summarize(ev.per_prompt[v.display]))
 
 
-def side_by_side(studies: Sequence[Study], owns: Sequence[OwnType | None]) -> pd.DataFrame:
-    """Per model and variant: bits per weight and the quality figures, the source's own type marked."""
+def side_by_side(studies: Sequence[Study], owns: Sequence[OwnType | None], num_prompts: int) -> pd.DataFrame:
+    """Per model and variant: bits per weight and the quality figures on the first ``num_prompts``
+    prompts (the same texts for every model), the source's own type marked."""
     d = metrics.rounding()
     rows = []
     for st, own in zip(studies, owns, strict=True):
         q = st.rows[st.rows["quant"] != st.rows["reference_label"]]
-        entries = [(r["quant"], r["bpw"], r) for _, r in q.iterrows()]
+        per_prompt = st.evaluation.per_prompt
+        entries = [
+            (r["quant"], r["bpw"], metrics.summarize(per_prompt[r["quant"]][:num_prompts])) for _, r in q.iterrows()
+        ]
         if own is not None and own.variant.display not in set(q["quant"]):
             entries.append((own.variant.display, own.variant.info.bits_per_weight, own.summary))
         for quant, bpw, r in entries:
@@ -154,6 +163,7 @@ class Comparison:
     studies: list[Study]
     owns: list[OwnType | None]
     table: pd.DataFrame
+    num_prompts: int  # the first prompts every model's variants are compared on
 
     def reading(self) -> str:
         return reading(self.studies, self.table)
@@ -163,7 +173,8 @@ class Comparison:
         return (
             f"{s.model.info.name} ({s.model.path.name}): reference {s.reference.label}; "
             f"{', '.join(v.display for v in s.variants)} on the first {len(s.prompts.texts)} prompts; "
-            f"llama-bench as the main run (-r {s.config.repetitions} -p {s.config.n_prompt} -n {s.config.n_gen})"
+            f"llama-bench -r {s.config.repetitions} -p {s.config.n_prompt} -n {s.config.n_gen}; "
+            f"both models' variants compared on the first {self.num_prompts} prompts"
         )
 
 
@@ -172,12 +183,15 @@ def compare(
     second: str | None,
     quant_types: Sequence[str],
     num_prompts: int,
+    repetitions: int = defaults.SECOND_REPETITIONS,
     progress_bars: bool = True,
 ) -> Comparison | None:
     """The second model's reduced study beside the first (None when ``second`` is None)."""
     if not second:
         return None
-    other = run_second(second_model(second, first.config.model), quant_types, num_prompts, first.config, progress_bars)
+    name = second_model(second, first.config.model)
+    other = run_second(name, quant_types, num_prompts, first.config, repetitions, progress_bars)
     studies = [first, other]
-    owns = [own_type(s, progress_bars) for s in studies]
-    return Comparison(studies, owns, side_by_side(studies, owns))
+    n = min(len(s.prompts.texts) for s in studies)  # both models judged on the same texts
+    owns = [own_type(s, n, progress_bars) for s in studies]
+    return Comparison(studies, owns, side_by_side(studies, owns, n), n)
