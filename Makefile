@@ -33,6 +33,8 @@ setup: $(VENV)/.deps
 	@bash scripts/system-deps.sh
 	@echo "==> llama.cpp: building (or reusing the cached build)"
 	$(PY) -m localllms build
+	@echo "==> llama-server's web UI: building it with npm (or reusing the cached one)"
+	$(PY) -m localllms build-ui
 
 # ---------------------------------------------------------------- book
 # Executes only the notebooks whose inputs changed; REMEASURE=1 executes all and measures again.

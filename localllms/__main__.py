@@ -41,6 +41,18 @@ def cmd_build(args: argparse.Namespace) -> None:
     _emit(asdict(info), args.json)
 
 
+def cmd_build_ui(args: argparse.Namespace) -> None:
+    from .build import current_build
+    from .serve import webui
+
+    build = current_build()
+    if webui.ui_embedded(build):
+        _emit({"ui": "embedded in llama-server at build time"}, args.json)
+        return
+    dist = webui.build_ui(build)
+    _emit({"ui": str(dist), "source": "tools/ui built with npm, served with llama-server --path"}, args.json)
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from .models import CATALOG, resolve
 
@@ -227,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("build", help="compile llama.cpp (cached) and print its identity")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser(
+        "build-ui", help="build llama-server's web UI from the llama.cpp tree with npm (cached by commit)"
+    )
+    p.set_defaults(func=cmd_build_ui)
 
     p = sub.add_parser("models", help="resolve models and print their metadata and sha256")
     p.add_argument("specs", nargs="*", help="catalog names, .gguf paths or owner/repo:file.gguf (default: the catalog)")

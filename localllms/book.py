@@ -64,6 +64,9 @@ DATA_INPUTS = ("prompts", "reference")
 MODEL_PARAMETERS = ("MODEL", "CANDIDATES", "MODELS")
 # A notebook that reads what others measured is executed again when they are.
 DEPENDS: dict[str, tuple[str, ...]] = {"comparing_models": ("quantization",)}
+# The kernel's own log lines (a warning that its loopback sockets are unencrypted, a note that
+# papermill's shutdown interrupted it) are not the user's business; a failing cell still is.
+KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 HIDDEN = ("parameters", "injected-parameters")  # shown once, as a printed statement, not as code
 
 
@@ -293,7 +296,7 @@ def run_notebooks(
             try:
                 pm.execute_notebook(
                     str(nb), str(partial), parameters=params, cwd=str(NOTEBOOK_DIR), kernel_name="python3",
-                    progress_bar=False, log_output=False,
+                    progress_bar=False, log_output=False, extra_arguments=KERNEL_QUIET,
                 )  # fmt: skip
             except pm.PapermillExecutionError as exc:
                 raise UserError(

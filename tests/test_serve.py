@@ -229,6 +229,17 @@ def test_chromium_screenshot_with_busy_low_fds(build: BuildInfo, smollm2: Resolv
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 1000
 
 
+def test_setup_builds_the_web_ui_the_chapter_serves(build: BuildInfo) -> None:
+    """`make setup` runs `build-ui`; what it prints is the directory llama-server gets with --path."""
+    proc = subprocess.run([sys.executable, "-m", "localllms", "--json", "build-ui"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    if serve.ui_embedded(build):
+        assert out["ui"].startswith("embedded")
+    else:
+        assert (Path(out["ui"]) / "index.html").exists() and Path(out["ui"]) == serve.build_ui(build)
+
+
 def test_bounded_load_test_has_no_failures(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
     summary, per_request = serve.load_test(
         smollm2, concurrency=(1, 2), requests_per_client=1, max_tokens=6, threads=1, build=build, log_dir=tmp_path

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import progress
 from ..build import BuildInfo, current_build, llama_cpp_source
 from ..errors import UserError
 from ..models import ResolvedModel
@@ -54,6 +55,7 @@ def build_ui(build: BuildInfo | None = None, timeout: float = 1200) -> Path:
     dist = root / "dist"
     if (dist / "index.html").exists():
         return dist
+    progress.note("==> web UI: building llama.cpp's tools/ui with npm (once per llama.cpp commit, about 1.5 minutes)")
     partial = root / "dist.partial"  # renamed when complete: an interrupted build is never served
     shutil.rmtree(partial, ignore_errors=True)
     npm = shutil.which("npm")
