@@ -82,7 +82,9 @@ SLO_ATTAINMENT = 0.99  # ...for 99 % of requests (GuideLLM's chat examples state
 RATE_START = 1.0  # req/s where the rate search starts (a single slot answers a request in well under 1 s)
 REQUESTS_PER_RATE = 8  # Poisson arrivals per probed rate: a 99 % target then allows no miss; keeps the search short
 MAX_PROBES = 6  # rates probed at most: double until one fails, then bisect
-RATE_TOLERANCE = 0.4  # stop bisecting when the bracket is within 40 % of the passing rate: a probe at these rates costs ~30 s
+RATE_TOLERANCE = (
+    0.4  # stop bisecting when the bracket is within 40 % of the passing rate: a probe at these rates costs ~30 s
+)
 STRUCTURED_MAX_TOKENS = 128  # per structured-output reply: three times a complete object's ~40 tokens
 
 # --------------------------------------------------------------------------- model selection

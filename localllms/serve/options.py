@@ -123,9 +123,22 @@ def best_option(table: pd.DataFrame) -> str:
     return str(ranked.index[0])
 
 
-def options_reading(table: pd.DataFrame, rate: float) -> str:
-    """Which server configuration served ``rate`` best, and why, as sentences computed from ``table``."""
+def options_reading(table: pd.DataFrame, rate: float, requests: int | None = None) -> str:
+    """Which server configuration served ``rate`` best, and why, as sentences computed from ``table``;
+    with ``requests`` (per configuration), a comparison decided by a single request is called so."""
     best = best_option(table)
+
+    def close(a: pd.Series, b: pd.Series) -> str:
+        if not requests:
+            return ""
+        met = [round(float(x["meet target (share)"]) * requests) for x in (a, b)]
+        if abs(met[0] - met[1]) > 1:
+            return ""
+        return (
+            f" ({met[0]} against {met[1]} of {requests} requests within the target: at most one request apart, "
+            "which a rerun can change)"
+        )
+
     b = table.loc[best]
     if b["goodput (req/s)"] == 0:
         fastest = table["TTFT p90 (ms)"].idxmin()
@@ -138,6 +151,11 @@ def options_reading(table: pd.DataFrame, rate: float) -> str:
         f"{b['meet target (share)']:.0%} of requests within the target, TTFT p90 {b['TTFT p90 (ms)']:.0f} ms, "
         f"TPOT p50 {b['TPOT p50 (ms)']:.0f} ms."
     ]
+    others = table.drop(index=best)
+    if len(others):
+        runner = best_option(others)
+        if close(b, table.loc[runner]):
+            out.append(f"The runner-up, {runner}, was close{close(b, table.loc[runner])}.")
     one = table[table["slots (-np)"] == 1]
     if best not in one.index and len(one):
         o = one.iloc[0]
@@ -166,6 +184,6 @@ def options_reading(table: pd.DataFrame, rate: float) -> str:
             out.append(
                 f"Turning continuous batching off ({label}) gave {verdict} the same slots with it "
                 f"({n['goodput (req/s)']:.2f} against {c['goodput (req/s)']:.2f} requests/s; TTFT p90 "
-                f"{n['TTFT p90 (ms)']:.0f} against {c['TTFT p90 (ms)']:.0f} ms)."
+                f"{n['TTFT p90 (ms)']:.0f} against {c['TTFT p90 (ms)']:.0f} ms){close(n, c)}."
             )
     return " ".join(out)

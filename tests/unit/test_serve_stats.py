@@ -286,6 +286,10 @@ def test_options_reading_picks_the_highest_goodput_and_says_why() -> None:
     assert text.startswith("At 2 requests/s, **8 slots** served best: goodput 0.90 requests/s")
     assert "TTFT p90 3000 ms" in text and "TPOT p50 40 against 10 ms" in text
     assert "gave lower goodput than the same slots with it (0.50 against 0.90 requests/s" in text
+    assert "which a rerun can change" not in text  # without the request count nothing is called close
+    counted = options_reading(table, 2.0, requests=10)  # 9 vs 9 requests: the runner-up is close
+    assert "The runner-up, 4 slots, was close (9 against 9 of 10 requests within the target" in counted
+    assert "(0.50 against 0.90 requests/s; TTFT p90 2500 against 700 ms)." in counted  # 5 vs 9: not close
     nothing = table.assign(**{"goodput (req/s)": 0.0})
     assert options_reading(nothing, 2.0).startswith("At 2 requests/s no configuration met the target")
 
