@@ -204,3 +204,27 @@ def test_across_reading_finds_the_own_type_and_the_ladder() -> None:
     assert "**b, re-quantized to Q4_K_M**" in text and "1 variant of the 2 comes closer." in text
     assert "**The ladder across models** (Q2_K, Q8_0): the order of KL divergence is the same for both models" in text
     assert across.second_model("x", "x") != "x" and across.second_model("y", "x") == "y"
+
+
+def test_repack_reading_judges_the_switch_against_models_it_cannot_change() -> None:
+    from localllms.study.speed import repack_reading
+
+    def table(ratios: dict[str, float]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"Prompt, repack off (tok/s)": [100.0] * len(ratios), "Prompt, repack on (tok/s)": [100 * r for r in ratios.values()],
+             "On / off": list(ratios.values())},
+            index=list(ratios),
+        )  # fmt: skip
+
+    studied = ["F16", "Q2_K", "Q4_K_M", "Q6_K"]
+    clear = repack_reading(
+        table({"F16": 1.02, "Q2_K": 1.40, "Q4_K_M": 1.10, "Q6_K": 0.97}), ["Q2_K", "Q4_K_M"], studied
+    )
+    assert "differ here: 0.97–1.02" in clear and clear.endswith(
+        "Q2_K's ratio lies above that range, so repacking helps it."
+    )
+    noisy = repack_reading(
+        table({"F16": 1.14, "Q2_K": 1.32, "Q4_K_M": 0.79, "Q6_K": 1.37}), ["Q2_K", "Q4_K_M"], studied
+    )
+    assert "(Q2_K ×1.32, Q4_K_M ×0.79) lies within or below that range, so this run cannot tell" in noisy
+    assert repack_reading(table({"Q2_K": 1.3}), ["Q2_K"], ["Q2_K"]) is None  # no model to compare with
