@@ -14,7 +14,8 @@ One module per job; every public name is re-exported here, so ``serve.LlamaServe
 * ``workload``: the serving benchmark's requests, from the prompts corpus, and one timed request.
 * ``loadgen``: the serving benchmark: sequential latency with warm-up, open-loop Poisson arrivals,
   and the search for the highest rate meeting a service target.
-* ``options``: server options (slots, continuous batching) compared on the same load.
+* ``options``: server options (slots, continuous batching) compared on the same load;
+  ``options_reading``: their table and sentences (not measuring code).
 * ``prompt_cache``: time to first token as the prompt grows, with llama-server's prompt cache and without.
 * ``stats``: the arithmetic: arrival schedules, percentiles, attainment and goodput, the rate search.
 * ``records``: the content-keyed cache of every measurement, and the per-request records in the store.
@@ -54,7 +55,8 @@ from .openwebui import OpenWebUIServer, OpenWebUIShot
 from .openwebui import install as openwebui_install
 from .openwebui import installed as openwebui_installed
 from .openwebui import screenshot as openwebui_screenshot
-from .options import SERVER_OPTIONS, best_option, compare_options, options_reading, options_table
+from .options import SERVER_OPTIONS, compare_options
+from .options_reading import best_option, options_reading, options_table
 from .process import LOOPBACK, LlamaServer, ManagedServer, free_port, live_servers, pid_exists, port_in_use, shell_line
 from .prompt_cache import check_lengths, prompt_cache_reading, prompt_cache_sweep, prompt_cache_table
 from .records import save_records

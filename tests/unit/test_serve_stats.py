@@ -261,7 +261,7 @@ def test_sweep_reading_names_the_highest_rate_and_the_bracket() -> None:
 
 
 def test_options_reading_picks_the_highest_goodput_and_says_why() -> None:
-    from localllms.serve.options import best_option, options_reading
+    from localllms.serve.options_reading import best_option, options_reading
 
     rows = {
         "1 slot": (1, True, 0.40, 0.4, 3000.0, 10.0),
@@ -283,13 +283,18 @@ def test_options_reading_picks_the_highest_goodput_and_says_why() -> None:
     )
     assert best_option(table) == "8 slots"  # equal goodput and share: the lower TTFT p90 wins
     text = options_reading(table, 2.0)
-    assert text.startswith("At 2 requests/s, **8 slots** served best: goodput 0.90 requests/s")
-    assert "TTFT p90 3000 ms" in text and "TPOT p50 40 against 10 ms" in text
-    assert "gave lower goodput than the same slots with it (0.50 against 0.90 requests/s" in text
+    assert text.startswith("At 2 requests/s, **8 slots** had the highest goodput: 0.90 requests/s")
+    assert "TTFT p90 3000 ms" in text and "TPOT p50 40.0 against 10.0 ms" in text
+    assert "gave lower goodput than the same slots with it (0.50 against 0.90 requests/s of goodput" in text
     assert "which a rerun can change" not in text  # without the request count nothing is called close
-    counted = options_reading(table, 2.0, requests=10)  # 9 vs 9 requests: the runner-up is close
-    assert "The runner-up, 4 slots, was close (9 against 9 of 10 requests within the target" in counted
-    assert "(0.50 against 0.90 requests/s; TTFT p90 2500 against 700 ms)." in counted  # 5 vs 9: not close
+    counted = options_reading(table, 2.0, requests=10)  # 9 vs 9 requests: not separated from 4 slots
+    assert "does not separate it from 4 slots: 9 of 10 requests within the target against 4 slots 9" in counted
+    assert "More slots won" in counted  # 1 slot met 4 of 10: far enough to explain
+    assert "(0.50 against 0.90 requests/s of goodput; TTFT p90 2500 against 700 ms)." in counted  # 5 vs 9
+    tie = table.assign(**{"meet target (share)": [0.8, 0.9, 0.9, 0.9]})  # 8, 9, 9, 9 of 10
+    tied = options_reading(tie, 2.0, requests=10)
+    assert "More slots won" not in tied  # one slot is within one request of the best: no cause claimed
+    assert "made no difference this run can show: 9 against 9 of 10 requests" in tied
     nothing = table.assign(**{"goodput (req/s)": 0.0})
     assert options_reading(nothing, 2.0).startswith("At 2 requests/s no configuration met the target")
 
