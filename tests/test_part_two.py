@@ -97,3 +97,24 @@ def test_quoted_imatrix_figures_match_the_vendored_readme() -> None:
         assert float(cells[5].split("±")[0]) == r["kld_mean"]
         assert float(cells[6].split("±")[0]) == r["dp_mean_pct"] and float(cells[7].split("±")[0]) == r["dp_rms_pct"]
     assert isinstance(q, pd.DataFrame)
+
+
+def test_bandwidth_is_kept_with_the_sweeps_it_is_compared_with(build, monkeypatch, tmp_path) -> None:
+    """Measured once (for real) and read back while the sweeps' inputs are unchanged; REMEASURE
+    measures it again, as it does the sweeps."""
+    from localllms import progress
+    from localllms.study import speed
+
+    monkeypatch.setenv("LOCALLLMS_CACHE", str(tmp_path))
+    bar = progress.Bar(3, "bandwidth", "run", False)
+    first = speed._bandwidth(["sha-a"], ([1], 128, 32, 2), build, bar)
+    assert list(first) == [1] and first[1] > 0
+    calls = []
+    real = bench.memory_bandwidth
+    monkeypatch.setattr(bench, "memory_bandwidth", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert speed._bandwidth(["sha-a"], ([1], 128, 32, 2), build, bar) == first and not calls  # read back
+    speed._bandwidth(["sha-b"], ([1], 128, 32, 2), build, bar)  # another model: measured anew
+    monkeypatch.setenv("LOCALLLMS_REMEASURE", "1")
+    speed._bandwidth(["sha-a"], ([1], 128, 32, 2), build, bar)
+    assert len(calls) == 2
+    bar.close()
