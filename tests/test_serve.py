@@ -229,6 +229,22 @@ def test_chromium_screenshot_with_busy_low_fds(build: BuildInfo, smollm2: Resolv
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 1000
 
 
+def test_setup_commands_fail_in_one_sentence_with_their_log(tmp_path: Path) -> None:
+    """The web UI build and the Open WebUI install run their commands through serve.webui.run_logged."""
+    from localllms.serve.webui import run_logged
+
+    log = tmp_path / "steps.log"
+    assert run_logged(["sh", "-c", "echo fine"], log, 30, "The step 'ok'") >= 0
+    with pytest.raises(
+        UserError,
+        match=r"(?s)The step 'bad' failed with exit code 3; see .*steps.log\.\nLast lines of the log:\n.*boom",
+    ):
+        run_logged(["sh", "-c", "echo boom; exit 3"], log, 30, "The step 'bad'")
+    with pytest.raises(UserError, match=r"The step 'slow' did not finish within 1 s; see "):
+        run_logged(["sleep", "10"], log, 1, "The step 'slow'")
+    assert "$ sh -c echo fine\nfine\n" in log.read_text()  # each command and its output, in order
+
+
 def test_setup_builds_the_web_ui_the_chapter_serves(build: BuildInfo) -> None:
     """`make setup` runs `build-ui`; what it prints is the directory llama-server gets with --path."""
     proc = subprocess.run([sys.executable, "-m", "localllms", "--json", "build-ui"], capture_output=True, text=True)

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from .. import progress
 from ..errors import UserError
 from ..paths import PROJECT_ROOT, cache_dir, content_key, write_atomic
+from .webui import run_logged
 
 CONSTRAINTS = PROJECT_ROOT / "requirements-openwebui.txt"
 PYTHON = "python3.11"  # Open WebUI 0.12 requires Python >=3.11,<3.13
@@ -135,20 +135,7 @@ def _python_version(python: str) -> tuple[int, int, str]:
 
 def _run_step(name: str, cmd: list[str], log: Path, timeout: float) -> float:
     progress.note(f"==> open-webui: {name}")
-    started = time.monotonic()
-    with open(log, "a") as fh:
-        fh.write(f"\n$ {' '.join(cmd)}\n")
-        fh.flush()
-        try:
-            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise UserError(f"The step '{name}' did not finish within {timeout:.0f} s; see {log}.") from exc
-    if proc.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise UserError(
-            f"The step '{name}' failed with exit code {proc.returncode}; see {log}.\nLast lines of the log:\n{tail}"
-        )
-    return round(time.monotonic() - started, 1)
+    return run_logged(cmd, log, timeout, f"The step '{name}'")
 
 
 def install(python: str | None = None, force: bool = False, timeout: float = 3600) -> InstallInfo:

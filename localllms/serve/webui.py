@@ -44,6 +44,27 @@ def ui_embedded(build: BuildInfo | None = None) -> bool:
         return False
 
 
+def run_logged(
+    cmd: list[str], log: Path, timeout: float, what: str, cwd: Path | None = None, env: dict | None = None
+) -> float:
+    """Run one setup command with its output appended to ``log`` and return its seconds; a timeout or
+    a failure is one sentence naming ``what``, the log and, on failure, the log's last lines."""
+    started = time.monotonic()
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        try:
+            proc = subprocess.run(
+                cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise UserError(f"{what} did not finish within {timeout:.0f} s; see {log}.") from exc
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise UserError(f"{what} failed with exit code {proc.returncode}; see {log}.\nLast lines of the log:\n{tail}")
+    return round(time.monotonic() - started, 1)
+
+
 def build_ui(build: BuildInfo | None = None, timeout: float = 1200) -> Path:
     """Build the web UI from the llama.cpp source tree with npm (once; cached by commit) and return its dist dir.
 
@@ -76,17 +97,8 @@ def build_ui(build: BuildInfo | None = None, timeout: float = 1200) -> Path:
     }
     steps = [] if (work / "node_modules" / ".package-lock.json").exists() else [[npm, "ci", "--no-audit", "--no-fund"]]
     steps.append([npm, "run", "build"])
-    with open(log, "a") as fh:
-        for cmd in steps:
-            try:
-                proc = subprocess.run(cmd, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout)
-            except subprocess.TimeoutExpired as exc:
-                raise UserError(f"`{' '.join(cmd[1:])}` for the web UI took over {timeout:.0f} s; see {log}.") from exc
-            if proc.returncode != 0:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-                raise UserError(
-                    f"`npm {' '.join(cmd[1:])}` for the web UI failed (exit {proc.returncode}); see {log}.\n{tail}"
-                )
+    for cmd in steps:
+        run_logged(cmd, log, timeout, f"`npm {' '.join(cmd[1:])}` for the web UI", cwd=work, env=env)
     if not (partial / "index.html").exists():
         raise UserError(f"The web UI build finished without {partial / 'index.html'}; see {log}.")
     partial.rename(dist)
