@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 
@@ -124,20 +124,34 @@ def run(
     )  # fmt: skip
 
 
-def _bandwidth(shas: list[str], settings: tuple, build: BuildInfo, bar: progress.Bar) -> dict[int, float]:
-    """Median read bandwidth per thread count (``settings[0]``), measured after the thread sweeps and
-    cached with the same inputs, so a re-executed page pairs the speeds and the bandwidth of one run
-    (``REMEASURE=1`` takes both again)."""
-    key = content_key(code_key("bench"), "bandwidth", build.key, shas, *settings)
+def bandwidth_beside(
+    threads: int, paired_with: Sequence[object], build: BuildInfo, passes: int = 10
+) -> bench.Bandwidth:
+    """The read bandwidth (``passes`` samples) set beside the speeds that ``paired_with`` identifies,
+    cached under the same inputs: a re-executed page reads both back from one run, never a new
+    bandwidth beside earlier speeds, and ``REMEASURE=1`` takes both again."""
+    key = content_key(code_key("bench"), "bandwidth", build.key, threads, passes, list(paired_with))
     cached = cache_dir("bench") / f"bandwidth-{key}.json"
     if not remeasuring() and cached.exists():
-        bar.update(len(settings[0]))
-        return {int(t): float(v) for t, v in json.loads(cached.read_text()).items()}
+        return bench.Bandwidth(**json.loads(cached.read_text()))
+    bw = bench.memory_bandwidth(threads, passes=passes)
+    write_atomic(cached, json.dumps(asdict(bw)))
+    return bw
+
+
+def study_bandwidth(study: Study) -> bench.Bandwidth:
+    """The bandwidth the main table's generation speeds are set against (its roofline), kept with them."""
+    c = study.config
+    shas = [m.sha256 for m in (study.reference, *study.variants)]
+    return bandwidth_beside(c.n_threads, [shas, c.repetitions, c.n_prompt, c.n_gen], study.build)
+
+
+def _bandwidth(shas: list[str], settings: tuple, build: BuildInfo, bar: progress.Bar) -> dict[int, float]:
+    """Median read bandwidth per thread count (``settings[0]``), kept with the thread sweeps."""
     bandwidth = {}
     for t in settings[0]:
-        bandwidth[t] = bench.memory_bandwidth(t, passes=5).median_gbs
+        bandwidth[t] = bandwidth_beside(t, [shas, *settings], build, passes=5).median_gbs
         bar.update()
-    write_atomic(cached, json.dumps(bandwidth))
     return bandwidth
 
 
