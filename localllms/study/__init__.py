@@ -18,7 +18,7 @@ from .crosscheck import CrossCheck, crosscheck
 from .figures import plot_imatrix_gain, plot_pareto, plot_quality, plot_roofline, plot_sweeps, plot_throughput
 from .pipeline import Study, run, variant
 from .reading import reading, seed_comparison, seed_table, tail_reading
-from .tables import case_study_table, pareto_front, quality_table, roofline_table, tail_table
+from .tables import case_study_table, pareto_front, quality_table, roofline_exceptions, roofline_table, tail_table
 
 __all__ = [
     "CrossCheck",
@@ -35,6 +35,7 @@ __all__ = [
     "plot_throughput",
     "quality_table",
     "reading",
+    "roofline_exceptions",
     "roofline_table",
     "run",
     "seed_comparison",

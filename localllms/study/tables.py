@@ -57,6 +57,20 @@ def roofline_table(df: pd.DataFrame, bandwidth_gbs: float) -> pd.DataFrame:
     ).set_index("Model")
 
 
+def roofline_exceptions(table: pd.DataFrame) -> str:
+    """A sentence naming the variants whose generation read more than the measured bandwidth (the
+    roofline table is then no cap for them: the probe measured the machine lower than it ran), or ""."""
+    over = table[table["Share of bandwidth (%)"] > 100]
+    if over.empty:
+        return ""
+    names = ", ".join(f"{m} ({r['Share of bandwidth (%)']:.0f} %)" for m, r in over.iterrows())
+    return (
+        f"Exception: {names} read more than the measured bandwidth, which is therefore not a hard cap in this run; "
+        "this machine's memory bandwidth moves between runs (make bench records how much), so read the shares "
+        "as approximate."
+    )
+
+
 def pareto_front(df: pd.DataFrame) -> list[str]:
     """Variants not beaten by a smaller variant with lower or equal KL divergence."""
     front, best = [], float("inf")

@@ -228,3 +228,12 @@ def test_repack_reading_judges_the_switch_against_models_it_cannot_change() -> N
     )
     assert "(Q2_K ×1.32, Q4_K_M ×0.79) lies within or below that range, so this run cannot tell" in noisy
     assert repack_reading(table({"Q2_K": 1.3}), ["Q2_K"], ["Q2_K"]) is None  # no model to compare with
+
+
+def test_roofline_exceptions_name_variants_above_the_measured_bandwidth() -> None:
+    from localllms.study import roofline_exceptions, roofline_table
+
+    df = pd.DataFrame({"quant": ["F16", "Q4_K_M"], "tg_tps": [100.0, 100.0], "bytes_per_token": [250e6, 100e6]})
+    assert roofline_exceptions(roofline_table(df, 30.0)) == ""  # 25 and 10 GB/s of 30: both under the cap
+    text = roofline_exceptions(roofline_table(df, 20.0))  # 25 GB/s read against 20 measured
+    assert text.startswith("Exception: F16 (125 %) read more than the measured bandwidth") and "Q4_K_M" not in text
