@@ -13,7 +13,7 @@ The quality metrics themselves are declared in ``localllms.metrics``; the rows a
 in ``localllms.store``.
 """
 
-from .config import StudyConfig
+from .config import StudyConfig, check_part_two
 from .crosscheck import CrossCheck, crosscheck
 from .figures import plot_imatrix_gain, plot_pareto, plot_quality, plot_roofline, plot_sweeps, plot_throughput
 from .pipeline import Study, run, variant
@@ -24,6 +24,7 @@ __all__ = [
     "CrossCheck",
     "Study",
     "StudyConfig",
+    "check_part_two",
     "case_study_table",
     "crosscheck",
     "pareto_front",

@@ -74,6 +74,13 @@ class StudyConfig:
         return f"{name}-{digest}"
 
 
+def check_part_two(**counts: object) -> None:
+    """Part two's whole-number parameters (e.g. ``SECOND_REPETITIONS=3``), checked by their own names
+    before the study starts, so a bad one is one sentence now rather than after the main run."""
+    for name, value in counts.items():
+        _whole(name, value, 1)
+
+
 def _whole(name: str, value: object, least: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise UserError(f"{name} must be a whole number of at least {least}, not {value!r}.")

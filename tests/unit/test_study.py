@@ -144,3 +144,13 @@ def test_pareto_and_roofline_arithmetic() -> None:
     assert roof.loc["a", "Achieved read (GB/s)"] == 10.0
     assert roof.loc["a", "Share of bandwidth (%)"] == 50.0
     assert roof.loc["d", "Roofline limit (tok/s)"] == 50.0
+
+
+def test_part_two_counts_are_checked_by_their_own_names() -> None:
+    from localllms.errors import UserError
+    from localllms.study import check_part_two
+
+    check_part_two(SECOND_REPETITIONS=3, DETAIL_NUM_PROMPTS=20)
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(UserError, match=r"^SECOND_REPETITIONS must be a whole number of at least 1, not "):
+            check_part_two(DETAIL_NUM_PROMPTS=20, SECOND_REPETITIONS=bad)
