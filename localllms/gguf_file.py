@@ -102,8 +102,10 @@ def _read(path: str, size: int, mtime_ns: int) -> Header:
             if vtype == _ARRAY:
                 etype, count = struct.unpack_from("<IQ", mm, pos)
                 if etype in _NUMPY:
-                    arr = np.frombuffer(mm, dtype=_NUMPY[etype], count=count, offset=pos + 12)
-                    return arr.tolist(), pos + 12 + arr.nbytes
+                    end = pos + 12 + count * np.dtype(_NUMPY[etype]).itemsize
+                    # A copy, not a view: a view left alive in a kept frame (Dask's profiler keeps
+                    # them) stops the map from closing.
+                    return np.frombuffer(mm[pos + 12 : end], dtype=_NUMPY[etype]).tolist(), end
                 return StringArray(int(count)), skip(vtype, pos)
             raise ValueError(f"{path}: unknown GGUF value type {vtype}")
 

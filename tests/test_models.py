@@ -102,6 +102,28 @@ def test_fast_header_reader_agrees_with_gguf_package(smollm2, gemma) -> None:
                 assert mine == pytest.approx(theirs) if isinstance(theirs, float) else mine == theirs, k
 
 
+def test_header_reader_survives_a_profiler_holding_its_frames(smollm2) -> None:
+    """Dask's worker profiler keeps references to running frames, and a kept frame keeps its locals
+    alive after it returns. The reader must hold no view into the mapped file in any local, or closing
+    the map fails with 'BufferError: cannot close exported pointers exist' (seen in a sweep on a
+    Dask worker). A tracer that keeps every frame reproduces that profiler."""
+    from localllms import gguf_file
+
+    kept = []
+
+    def keep(frame, event, arg):
+        kept.append(frame)
+        return keep
+
+    gguf_file._read.cache_clear()
+    sys.settrace(keep)
+    try:
+        header = gguf_file.read(smollm2.path)
+    finally:
+        sys.settrace(None)
+    assert header.tensors and kept
+
+
 def test_unknown_catalog_name() -> None:
     with pytest.raises(UserError, match=r"Unknown model 'llama-9000'.*smollm2-135m-instruct"):
         resolve("llama-9000")
