@@ -115,17 +115,31 @@ def bytes_per_token(path: Path) -> int:
 _MEMBW_C = textwrap.dedent(
     r"""
     // Read bandwidth as llama.cpp's generation reads weights: every thread streams its own block
-    // of rows (a contiguous, disjoint range) of a buffer far larger than the caches, once a pass.
+    // of rows (a contiguous, disjoint range) once a pass. Given a file, the buffer is that file
+    // mapped from the page cache, as llama.cpp maps a model: the same physical pages its weights
+    // are read from. Otherwise an anonymous buffer far larger than the caches.
     #include <stdio.h>
     #include <stdlib.h>
     #include <stdint.h>
+    #include <fcntl.h>
+    #include <sys/mman.h>
+    #include <sys/stat.h>
     #include <omp.h>
     int main(int argc, char **argv) {
         size_t bytes = (size_t)atol(argv[1]) << 20; int passes = atoi(argv[2]); int threads = atoi(argv[3]);
+        uint64_t *a;
+        if (argc > 4) {
+            int fd = open(argv[4], O_RDONLY); struct stat st;
+            if (fd < 0 || fstat(fd, &st) != 0) { perror(argv[4]); return 1; }
+            bytes = (size_t)st.st_size & ~(size_t)63;
+            a = mmap(NULL, bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+            if (a == MAP_FAILED) { perror("mmap"); return 1; }
+        } else {
+            a = aligned_alloc(64, bytes);
+            #pragma omp parallel for schedule(static) num_threads(threads)
+            for (size_t i = 0; i < bytes / sizeof(uint64_t); i++) a[i] = i;  /* first touch by its reader */
+        }
         size_t n = bytes / sizeof(uint64_t);
-        uint64_t *a = aligned_alloc(64, n * sizeof(uint64_t));
-        #pragma omp parallel for schedule(static) num_threads(threads)
-        for (size_t i = 0; i < n; i++) a[i] = i;  /* first touch by the thread that reads it */
         uint64_t sink = 0;
         for (int r = 0; r < passes; r++) {
             double t0 = omp_get_wtime(); uint64_t s = 0;
@@ -182,32 +196,74 @@ def _membw_exe() -> Path:
 
 def memory_bandwidth(threads: int, buffer_mib: int = 1024, passes: int = 10) -> Bandwidth:
     """Measure this machine's memory read bandwidth: ``passes`` samples in GB/s (use the median)."""
-    proc = subprocess.run(
-        [str(_membw_exe()), str(buffer_mib), str(passes), str(threads)], capture_output=True, text=True, check=True
-    )
+    return _probe([str(buffer_mib), str(passes), str(threads)], buffer_mib, threads)
+
+
+def file_bandwidth(path: Path, threads: int, passes: int = 3) -> Bandwidth:
+    """Read bandwidth over a model file's own pages, mapped as llama.cpp maps it."""
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    return _probe(["0", str(passes), str(threads), str(path)], size >> 20, threads)
+
+
+def _probe(args: list[str], buffer_mib: int, threads: int) -> Bandwidth:
+    proc = subprocess.run([str(_membw_exe()), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError("The bandwidth probe failed: " + (proc.stderr.strip() or f"exit {proc.returncode}"))
     samples = [float(line.split()[2]) for line in proc.stdout.splitlines() if line.startswith("pass ")]
     return Bandwidth(samples_gbs=samples, buffer_mib=buffer_mib, threads=threads)
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """One model's generation runs, each set between two reads of its own file's pages.
+
+    The read ceiling of a shared machine moves from minute to minute; a ratio of a speed to a
+    ceiling measured minutes away mixes two states of the machine. Each run here is paired
+    with the ceiling measured in the seconds around it, and the ratio is taken per pair.
+    """
+
+    model: str
+    bytes_per_token: int
+    tg_tps: list[float]
+    ceiling_gbs: list[float]  # mean of the probes just before and just after each run
+
+    @property
+    def achieved_gbs(self) -> list[float]:
+        return [t * self.bytes_per_token / 1e9 for t in self.tg_tps]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [a / c for a, c in zip(self.achieved_gbs, self.ceiling_gbs, strict=True)]
+
+    @property
+    def ratio(self) -> float:
+        return float(np.median(self.ratios))
+
+    @property
+    def ratio_spread(self) -> tuple[float, float]:
+        return float(np.percentile(self.ratios, 10)), float(np.percentile(self.ratios, 90))
 
 
 def generation_roofline(
     models: Sequence[ResolvedModel],
     threads: int,
-    repetitions: int = 5,
+    repetitions: int = 8,
     n_gen: int = 128,
     passes: int = 3,
     build: BuildInfo | None = None,
-) -> tuple[dict[str, Throughput], Bandwidth]:
-    """Generation speed of each model with the bandwidth measured between the runs.
-
-    The machine's bandwidth moves (other tenants, frequency): sampled before and after every
-    model's llama-bench run, its median describes the same minutes the speeds were measured in.
-    """
-    bw = memory_bandwidth(threads, passes=passes)
-    speeds = {}
-    for m in models:
-        speeds[m.display] = llama_bench(m, threads, repetitions, 0, n_gen, build, use_cache=False)
-        bw = bw + memory_bandwidth(threads, passes=passes)
-    return speeds, bw
+) -> dict[str, Roofline]:
+    """Generation speed of each model against the read ceiling, interleaved: for every
+    repetition, each model in turn is probed (its file's pages), run once by llama-bench, and
+    probed again."""
+    runs: dict[str, tuple[list[float], list[float]]] = {m.display: ([], []) for m in models}
+    for _ in range(repetitions):
+        for m in models:
+            before = file_bandwidth(m.path, threads, passes).median_gbs
+            tg = llama_bench(m, threads, 1, 0, n_gen, build, use_cache=False).tg_tps
+            after = file_bandwidth(m.path, threads, passes).median_gbs
+            runs[m.display][0].append(tg)
+            runs[m.display][1].append((before + after) / 2)
+    return {m.display: Roofline(m.display, bytes_per_token(m.path), *runs[m.display]) for m in models}
 
 
 # --------------------------------------------------------------------------- sweeps

@@ -2,7 +2,8 @@
 
 Measures, in one run on this machine, and prints each figure as a ratio with the raw numbers
 beside it and the target it is held to; writes the same rows, with the run's provenance, to
-data/results/bench.json (the run reported in the issue notes is the one committed). A
+data/results/bench.json (the run reported in the issue notes is the one committed; a run of
+some items replaces only their rows, and the file keeps the run each row came from). A
 benchmark, not a test: a missed target is reported, not failed on. Run it on a quiet machine.
 
     .venv/bin/python scripts/bench.py                      # every item (about 30 minutes)
@@ -24,6 +25,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from localllms import bench, corpus, defaults, evaluate, provenance
 from localllms.build import current_build, use_build_for_binding
 from localllms.models import resolve
@@ -32,7 +35,7 @@ from localllms.quantize import make_reference, quantize
 from localllms.study.crosscheck import run_llama_perplexity_many
 
 ROWS: list[dict] = []
-ITEMS = ("evaluator", "roofline", "storage", "rebuild", "variant", "setup")
+ITEMS = ("evaluator", "roofline", "storage", "rebuild", "variant", "setup")  # rows "1." ... "6.", in this order
 
 
 def ratio(name: str, num: float, den: float, what: str, target: str, **measured: object) -> float:
@@ -98,20 +101,21 @@ def _tokens(ref, prompts, build) -> list:
 
 
 def roofline(models: dict, threads: int, build, runs: int) -> None:
-    """2. Generation speed x bytes per token over the read bandwidth measured between the runs."""
+    """2. Generation's read rate (tok/s x bytes per token) over the read ceiling of the model's own
+    file, measured in the seconds around each generation run; the median of the per-run ratios."""
     for run in range(1, runs + 1):
-        speeds, bw = bench.generation_roofline(list(models.values()), threads, build=build)
-        lo, hi = bw.spread_gbs
-        print(f"   run {run}: read bandwidth median {bw.median_gbs:.2f} GB/s (p10 {lo:.2f}, p90 {hi:.2f}; "
-              f"{len(bw.samples_gbs)} passes between the generation runs)")  # fmt: skip
+        lines = bench.generation_roofline(list(models.values()), threads, build=build)
         for label, m in models.items():
-            t = speeds[m.display]
-            bpt = bench.bytes_per_token(m.path)
-            achieved = t.tg_tps * bpt / 1e9
-            ratio(f"2. roofline {label} (run {run})", achieved, bw.median_gbs,
-                  f"{t.tg_tps:.1f} tok/s x {bpt / 1e6:.1f} MB = {achieved:.2f} GB/s / {bw.median_gbs:.2f} GB/s",
-                  "three runs within ±10 %", tg_tps=round(t.tg_tps, 2), bandwidth_median=round(bw.median_gbs, 2),
-                  bandwidth_p10=round(lo, 2), bandwidth_p90=round(hi, 2), run=run)  # fmt: skip
+            r = lines[m.display]
+            lo, hi = r.ratio_spread
+            ceiling, achieved = float(np.median(r.ceiling_gbs)), float(np.median(r.achieved_gbs))
+            ratio(f"2. roofline {label} (run {run})", r.ratio, 1.0,
+                  f"median of {len(r.ratios)} paired runs (p10 {lo:.3f}, p90 {hi:.3f}): "
+                  f"{np.median(r.tg_tps):.1f} tok/s x {r.bytes_per_token / 1e6:.1f} MB = {achieved:.2f} GB/s; "
+                  f"ceiling around them {ceiling:.2f} GB/s (range {min(r.ceiling_gbs):.1f}-{max(r.ceiling_gbs):.1f})",
+                  "three runs within ±10 %", run=run, ratio_p10=round(lo, 4), ratio_p90=round(hi, 4),
+                  tg_tps=[round(t, 2) for t in r.tg_tps], ceiling_gbs=[round(c, 2) for c in r.ceiling_gbs],
+                  bytes_per_token=r.bytes_per_token)  # fmt: skip
     for label in models:
         vals = [r["ratio"] for r in ROWS if r["name"].startswith(f"2. roofline {label} ")]
         if len(vals) > 1:
@@ -201,6 +205,28 @@ def setup_cost(build) -> None:
                  "target": "1", "measured": {"build_seconds": build.build_seconds}})  # fmt: skip
 
 
+def item_of(row: dict) -> str:
+    return ITEMS[int(row["name"][0]) - 1]
+
+
+def merged(path: Path, run: dict, rows: list[dict]) -> dict:
+    """This run's rows, and the rows of the items it did not run kept from the file with the run
+    that measured them: running one item (``--items roofline``) replaces only that item's rows."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    old_runs = old.get("runs") or ([{k: v for k, v in old.items() if k != "rows"}] if old else [])
+    kept = [r for r in old.get("rows", []) if item_of(r) not in run["items"]]
+    for r in kept:  # a file written before rows named their run: they belong to its one run
+        r.setdefault("run_finished", old.get("finished"))
+    for r in rows:
+        r["run_finished"] = run["finished"]
+    still_cited = {r["run_finished"] for r in kept}
+    runs = [r for r in old_runs if r.get("finished") in still_cited] + [run]
+    return {**run, "runs": runs, "rows": sorted(kept + rows, key=lambda r: ITEMS.index(item_of(r)))}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=defaults.DEFAULT_MODEL)
@@ -223,7 +249,7 @@ def main() -> int:
     prompts = corpus.build_prompts(defaults.NUM_PROMPTS, defaults.MIN_PROMPT_LENGTH, defaults.MAX_PROMPT_LENGTH).texts
     print(f"model {model.spec} ({model.sha256[:12]}), reference {ref.label}, threads {threads}, "
           f"llama.cpp {build.llama_cpp_commit}; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), os.getloadavg()[0]
     tool_bytes = None
     if "evaluator" in items:
         tool_bytes = evaluator_speed(ref, variants, prompts, threads, build)
@@ -243,15 +269,14 @@ def main() -> int:
         one_more_variant(ref, prompts[:20], threads, build)
     if "setup" in items:
         setup_cost(build)
-    record = {
+    run = {
         "provenance": provenance.record(build, model, threads),
-        "load_average_at_start": os.getloadavg()[0],
+        "load_average_at_start": load_at_start,
         "seconds": round(time.perf_counter() - started),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "items": items,
-        "rows": ROWS,
     }
-    write_atomic(args.json, json.dumps(record, indent=1) + "\n")
+    write_atomic(args.json, json.dumps(merged(args.json, run, ROWS), indent=1) + "\n")
     print(f"bench: {args.json}")
     return 0
 

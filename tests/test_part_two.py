@@ -4,6 +4,7 @@ types, llama-bench sweeps, kernel paths read from the vendored source, and the q
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 
 from localllms import bench, corpus, evaluate, imatrix, kernels, metrics, tensors
 from localllms.build import llama_cpp_source
+from localllms.errors import UserError
 from localllms.quantize import ImatrixRequired, quantize
 from localllms.study import importance, kvcache
 
@@ -59,6 +61,24 @@ def test_llama_bench_sweep_runs_every_combination(reference, build) -> None:
     pts = bench.llama_bench_sweep(reference, [1], [0, 64], 16, 4, 1, build=build, use_cache=False)
     assert sorted((p.test, p.depth) for p in pts) == [("pp", 0), ("pp", 64), ("tg", 0), ("tg", 64)]
     assert all(p.tps > 0 and p.threads == 1 and p.repack for p in pts)
+
+
+def test_roofline_pairs_each_generation_run_with_the_ceiling_around_it(smollm2, reference, build) -> None:
+    """The bench's roofline: every llama-bench run is set between two reads of the model's own file,
+    and the ratio is taken per run (tok/s x bytes per token over that run's ceiling)."""
+    probe = bench.file_bandwidth(smollm2.path, 2, passes=4)
+    assert len(probe.samples_gbs) == 4 and min(probe.samples_gbs) > 0
+    assert probe.buffer_mib == smollm2.path.stat().st_size >> 20
+    lines = bench.generation_roofline([smollm2, reference], 2, repetitions=2, n_gen=8, passes=2, build=build)
+    for m in (smollm2, reference):
+        r = lines[m.display]
+        assert r.bytes_per_token == bench.bytes_per_token(m.path) and len(r.tg_tps) == len(r.ceiling_gbs) == 2
+        assert r.ratios == pytest.approx(
+            [t * r.bytes_per_token / 1e9 / c for t, c in zip(r.tg_tps, r.ceiling_gbs, strict=True)]
+        )
+        assert 0 < r.ratio < 5 and min(r.ceiling_gbs) > 0
+    with pytest.raises(UserError, match="bandwidth probe failed: /no/such/model.gguf: No such file"):
+        bench.file_bandwidth(Path("/no/such/model.gguf"), 2)
 
 
 def test_kernel_paths_of_this_build(build) -> None:
