@@ -134,6 +134,10 @@ _MEMBW_C = textwrap.dedent(
             bytes = (size_t)st.st_size & ~(size_t)63;
             a = mmap(NULL, bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
             if (a == MAP_FAILED) { perror("mmap"); return 1; }
+            uint64_t w = 0;  /* an unmeasured pass: the first one after mapping runs slow */
+            #pragma omp parallel for simd schedule(static) num_threads(threads) reduction(+:w)
+            for (size_t i = 0; i < bytes / sizeof(uint64_t); i++) w += a[i];
+            if (w == 1) printf("w\n");
         } else {
             a = aligned_alloc(64, bytes);
             #pragma omp parallel for schedule(static) num_threads(threads)
@@ -199,10 +203,13 @@ def memory_bandwidth(threads: int, buffer_mib: int = 1024, passes: int = 10) -> 
     return _probe([str(buffer_mib), str(passes), str(threads)], buffer_mib, threads)
 
 
-def file_bandwidth(path: Path, threads: int, passes: int = 3) -> Bandwidth:
-    """Read bandwidth over a model file's own pages, mapped as llama.cpp maps it."""
-    size = Path(path).stat().st_size if Path(path).is_file() else 0
-    return _probe(["0", str(passes), str(threads), str(path)], size >> 20, threads)
+def file_bandwidth(path: Path, threads: int, passes: int = 3, min_mib: int = 1024) -> Bandwidth:
+    """Read bandwidth over a model file's own pages, mapped as llama.cpp maps it: at least
+    ``passes`` passes and at least ``min_mib`` read (a pass over a small file takes milliseconds,
+    and one preempted thread would decide a short probe)."""
+    mib = (Path(path).stat().st_size if Path(path).is_file() else 0) >> 20
+    passes = max(passes, -(-min_mib // max(mib, 1)))
+    return _probe(["0", str(passes), str(threads), str(path)], mib, threads)
 
 
 def _probe(args: list[str], buffer_mib: int, threads: int) -> Bandwidth:

@@ -115,12 +115,19 @@ def roofline(models: dict, threads: int, build, runs: int) -> None:
                   f"ceiling around them {ceiling:.2f} GB/s (range {min(r.ceiling_gbs):.1f}-{max(r.ceiling_gbs):.1f})",
                   "three runs within ±10 %", run=run, ratio_p10=round(lo, 4), ratio_p90=round(hi, 4),
                   tg_tps=[round(t, 2) for t in r.tg_tps], ceiling_gbs=[round(c, 2) for c in r.ceiling_gbs],
-                  bytes_per_token=r.bytes_per_token)  # fmt: skip
+                  bytes_per_token=r.bytes_per_token, achieved_gbs=round(achieved, 3),
+                  ceiling_median_gbs=round(ceiling, 3))  # fmt: skip
     for label in models:
-        vals = [r["ratio"] for r in ROWS if r["name"].startswith(f"2. roofline {label} ")]
-        if len(vals) > 1:
+        rows = [r for r in ROWS if r["name"].startswith(f"2. roofline {label} ")]
+        if len(rows) > 1:
+            vals = [r["ratio"] for r in rows]
             ratio(f"2b. roofline {label}: spread over {len(vals)} runs (max / min)", max(vals), min(vals),
                   ", ".join(f"{v:.3f}" for v in vals), "<= 1.2 (±10 %)")  # fmt: skip
+            # which side moved: generation's own read rate, or the ceiling it is set against
+            for part, key in (("generation's read rate", "achieved_gbs"), ("ceiling", "ceiling_median_gbs")):
+                vals = [r["measured"][key] for r in rows]
+                ratio(f"2c. roofline {label}: {part} over {len(vals)} runs (max / min)", max(vals), min(vals),
+                      ", ".join(f"{v:.2f}" for v in vals) + " GB/s", "(printed)")  # fmt: skip
 
 
 def kl_storage(ref, var, prompts, threads: int, tool_bytes: int, build) -> None:
