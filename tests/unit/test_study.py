@@ -134,6 +134,11 @@ def test_reading_follows_the_numbers() -> None:
     text = study.reading(inverted)
     assert "**Q6_K ≈ lossless?** No" in text
     assert "No: Q5_K_M (6.60 bpw, KLD 0.0900) diverges more than Q4_K_M" in text
+    # a smaller file that generates more slowly than a larger one is named, with its figures
+    assert "**Generation speed rising as size falls?** Mostly" in text
+    assert "the exceptions: Q5_K_M (" in text and "tok/s) is slower than the larger Q6_K (" in text
+    close = inverted.assign(tg_sd=6.0)  # 130 vs 140 tok/s, each ± 6: not told apart, not an exception
+    assert "the exceptions" not in study.reading(close)
 
 
 def test_pareto_and_roofline_arithmetic() -> None:
