@@ -6,6 +6,13 @@ build's ``libllama`` through ``LLAMA_CPP_LIB_PATH``. The build is cached outside
 the work tree under a key made of the llama.cpp commit, the CMake flags, the
 compiler and the CPU (the build is tuned with ``-march=native``), so a second
 ``make book`` or a CI run on the same machine does not compile again.
+
+A new build proves itself before it is used (:mod:`localllms.smoke`): if it dies by an illegal
+instruction, a configuration that avoids the failing code is compiled and tested instead, and
+that choice, with its reason, is recorded in ``build-info.json`` and every provenance line.
+A reader adds CMake flags of their own (a GPU back end, a working AMX stack, a portable build)
+with ``LOCALLLMS_CMAKE_ARGS`` (``make book LLAMA_CMAKE_ARGS="-DGGML_CUDA=ON"``); they enter the
+build key.
 """
 
 from __future__ import annotations
@@ -16,21 +23,27 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC
 from importlib import metadata
 from pathlib import Path
 
 from tqdm import tqdm
 
+from . import cpu, smoke
+from .catalog import CATALOG, catalog_path
+from .cpu import cpu_features, cpu_name
 from .errors import UserError
 from .paths import cache_dir, write_atomic
+
+__all__ = ["BuildInfo", "build", "cpu_features", "cpu_name", "current_build", "use_build_for_binding"]
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # fallback when the binding is not installed
 # The tools the book runs. A cached build that lacks one (an older version of this list) gets
@@ -38,12 +51,12 @@ LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # fallback when the binding is not installe
 TOOLS = ("llama-quantize", "llama-perplexity", "llama-bench", "llama-server", "llama-cli", "llama-imatrix",
          "llama-fit-params")  # fmt: skip
 
-# Release build tuned for this CPU, shared libraries so the binding can load them,
-# nothing that needs the network at build time (no TLS, no prebuilt web UI).
+# Release build, shared libraries so the binding can load them, nothing that needs the network
+# at build time (no TLS, no prebuilt web UI). The CPU part (GGML_NATIVE=ON, or the instruction
+# sets named one by one) comes from a cpu.Configuration; a reader's flags come last.
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DBUILD_SHARED_LIBS=ON",
-    "-DGGML_NATIVE=ON",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DLLAMA_BUILD_TOOLS=ON",
@@ -53,6 +66,19 @@ CMAKE_FLAGS = (
     "-DLLAMA_BUILD_UI=OFF",
     "-DLLAMA_USE_PREBUILT_UI=OFF",
 )
+EXTRA_FLAGS_ENV = "LOCALLLMS_CMAKE_ARGS"  # the reader's own CMake flags (Makefile: LLAMA_CMAKE_ARGS)
+
+
+def extra_cmake_flags() -> tuple[str, ...]:
+    """The reader's own CMake flags, from ``$LOCALLLMS_CMAKE_ARGS``; each must be a -D option."""
+    flags = tuple(shlex.split(os.environ.get(EXTRA_FLAGS_ENV, "")))
+    bad = [f for f in flags if not f.startswith("-D")]
+    if bad:
+        raise UserError(
+            f"{EXTRA_FLAGS_ENV} must hold CMake cache options of the form -DNAME=VALUE, not {' '.join(bad)}; "
+            'for example LOCALLLMS_CMAKE_ARGS="-DGGML_CUDA=ON".'
+        )
+    return flags
 
 
 @dataclass(frozen=True)
@@ -69,6 +95,11 @@ class BuildInfo:
     bin_dir: str
     build_seconds: float
     built_at: str
+    configuration: str = "native"  # cpu.Configuration.name
+    configuration_reason: str = "the default: tuned for the CPU that compiles it (-march=native)"
+    extra_cmake_flags: list[str] = field(default_factory=list)  # the reader's own, from LOCALLLMS_CMAKE_ARGS
+    smoke: dict = field(default_factory=dict)  # smoke.SmokeResult of this build on this machine
+    replaced: list[dict] = field(default_factory=list)  # configurations that died first, and how
 
     def tool(self, name: str) -> Path:
         """Path of one of the built tools, e.g. ``tool("llama-quantize")``."""
@@ -81,6 +112,16 @@ class BuildInfo:
     def flags_summary(self) -> str:
         return " ".join(f.removeprefix("-D") for f in self.cmake_flags)
 
+    @property
+    def note(self) -> str:
+        """Why this build is not the default native one ("" when it is)."""
+        return "" if self.configuration == "native" else self.configuration_reason
+
+    @property
+    def compiled(self) -> list[str]:
+        """The CPU features the build reports compiled in (AVX2, AVX512, AMX_INT8, REPACK, ...)."""
+        return cpu.compiled_features(self.smoke.get("system_info", ""))
+
 
 def binding_version() -> str:
     """Version of the installed llama-cpp-python, so tools and binding share a commit."""
@@ -88,37 +129,6 @@ def binding_version() -> str:
         return metadata.version("llama-cpp-python")
     except metadata.PackageNotFoundError:
         return LLAMA_CPP_PYTHON_VERSION
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-# The instruction-set extensions that change which ggml kernels are compiled in.
-_SIMD_FLAGS = (
-    "sse3 ssse3 sse4_1 sse4_2 avx avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni "
-    "avx512_bf16 avx_vnni amx_tile amx_int8 amx_bf16 neon asimd sve"
-).split()
-
-
-def cpu_features() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    if "pni" in flags:  # Linux names SSE3 "pni"
-        flags.add("sse3")
-    return [f for f in _SIMD_FLAGS if f in flags]
 
 
 def compiler_version() -> str:
@@ -181,8 +191,10 @@ def vendored_commit(tree: Path, version: str) -> str:
     return match.group(1) if match else "unknown"
 
 
-def build_key(commit: str, flags: tuple[str, ...], compiler: str, features: list[str]) -> str:
-    blob = json.dumps([commit, list(flags), compiler, features, platform.machine()])
+def build_key(
+    commit: str, flags: Sequence[str], compiler: str, features: list[str], configuration: str = "native"
+) -> str:
+    blob = json.dumps([commit, list(flags), compiler, features, platform.machine(), configuration])
     return f"{commit}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
@@ -219,7 +231,7 @@ def parse_progress(line: str) -> Progress | None:
     return None
 
 
-def _run_with_progress(cmd: list[str], log: Path, desc: str) -> tqdm | None:
+def _run_with_progress(cmd: list[str], log: Path, desc: str, env: dict | None = None) -> tqdm | None:
     """Run a build step, keep its log, show its progress; return the progress bar, if any.
 
     A compile shows ninja's steps as n/N with rate and time left (the total is taken
@@ -233,7 +245,7 @@ def _run_with_progress(cmd: list[str], log: Path, desc: str) -> tqdm | None:
     print(f"{desc} ... (log: {log})", file=sys.stderr, flush=True)
     bar: tqdm | None = None
     with open(log, "a") as logf:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
@@ -268,60 +280,173 @@ def _info_path(key: str) -> Path:
     return cache_dir("llama.cpp") / key / "build-info.json"
 
 
-def build(force: bool = False, jobs: int | None = None) -> BuildInfo:
-    """Return the cached build for this machine, compiling it first if needed."""
-    version = binding_version()
-    tree = _sdist_source(version)
-    commit = vendored_commit(tree, version)
-    compiler = compiler_version()
-    features = cpu_features()
-    key = build_key(commit, CMAKE_FLAGS, compiler, features)
-    info_file = _info_path(key)
-    if info_file.exists() and not force:
-        return _complete(load_build_info(info_file), jobs)
+@dataclass(frozen=True)
+class _Request:
+    """What a build is asked for: the source, the compiler, this CPU, the reader's flags and
+    the runner its smoke test goes through (an emulator in the tests; none otherwise)."""
+
+    version: str
+    tree: Path
+    commit: str
+    compiler: str
+    features: list[str]
+    extra: tuple[str, ...]
+    runner: tuple[str, ...]
+
+    @classmethod
+    def here(cls, runner: Sequence[str] = ()) -> _Request:
+        version = binding_version()
+        tree = _sdist_source(version)
+        return cls(version, tree, vendored_commit(tree, version), compiler_version(), cpu_features(),
+                   extra_cmake_flags(), tuple(runner))  # fmt: skip
+
+    def flags(self, config: cpu.Configuration) -> list[str]:
+        return [*CMAKE_FLAGS, *config.flags, *self.extra]
+
+    def key(self, config: cpu.Configuration) -> str:
+        return build_key(self.commit, self.flags(config), self.compiler, self.features, config.name)
+
+    @property
+    def choice_file(self) -> Path:
+        """Which configuration passed its smoke test for this request (written once one has)."""
+        blob = json.dumps([self.commit, list(CMAKE_FLAGS), list(self.extra), self.compiler, self.features,
+                           list(self.runner)])  # fmt: skip
+        return cache_dir("llama.cpp", "chosen") / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
+
+
+def _ccache_env(root: Path) -> dict:
+    """ccache (used by ggml's CMake when installed) kept in our cache, with paths under it made
+    relative: a fallback configuration recompiles only the CPU back end, not the 200 other files."""
+    return {**os.environ, "CCACHE_DIR": str(cache_dir("ccache")), "CCACHE_BASEDIR": str(root.parent)}
+
+
+def build(force: bool = False, jobs: int | None = None, runner: Sequence[str] = ()) -> BuildInfo:
+    """Return the working build for this machine: cached, or compiled and smoke-tested now.
+
+    The native configuration is tried first. If its smoke test dies by an illegal instruction,
+    :func:`localllms.smoke.next_configuration` names the next configuration, which is compiled
+    and tested in turn; when none is left, one sentence names the signal, the tool and the log.
+    ``runner`` runs the smoke tests through a command prefix (an emulated CPU in the tests).
+    """
+    req = _Request.here(runner)
+    if req.choice_file.exists() and not force:
+        chosen = _info_path(json.loads(req.choice_file.read_text())["key"])
+        if chosen.exists():
+            return _complete(load_build_info(chosen), jobs)
     if shutil.which("cmake") is None:
         raise UserError("cmake is not installed; install it (Debian: apt-get install cmake) and rerun `make setup`.")
+    with _lock(cache_dir("llama.cpp") / f".{req.choice_file.stem}.lock"):
+        config = cpu.NATIVE
+        replaced: list[dict] = []
+        features: set[str] | None = None
+        while True:
+            info = _compiled(req, config, replaced, force, jobs)
+            result = _smoke(info, req.runner, force)
+            info = replace(info, smoke=result.to_json())
+            if result.passed:
+                break
+            assert result.crash is not None
+            if features is None:
+                features = cpu.running_features(req.runner)
+            nxt = smoke.next_configuration(config, result.crash, features, req.extra)
+            if nxt is None:
+                raise UserError(smoke.failure_sentence(result.crash, config, Path(info.bin_dir)))
+            print(f"llama.cpp's {config.name} build {result.crash.describe()}; taking the '{nxt.name}' configuration instead",
+                  file=sys.stderr)  # fmt: skip
+            replaced.append({"configuration": config.name, "key": info.key, "crash": result.crash.describe(),
+                             "log": result.crash.log})  # fmt: skip
+            config = nxt
+        write_atomic(req.choice_file, json.dumps({"key": info.key, "runner": list(req.runner)}))
+    return info
 
+
+def _compiled(
+    req: _Request, config: cpu.Configuration, replaced: list[dict], force: bool, jobs: int | None
+) -> BuildInfo:
+    """The build of one configuration: from the cache, or configured and compiled now."""
+    import time
+    from datetime import datetime
+
+    key = req.key(config)
+    info_file = _info_path(key)
     root = info_file.parent
-    build_dir = root / "build"
-    log = root / "build.log"
     root.mkdir(parents=True, exist_ok=True)
+    if info_file.exists() and not force:
+        return _complete(load_build_info(info_file), jobs)
     with _lock(root / ".lock"):
         if info_file.exists() and not force:  # another process finished it while we waited
-            return _complete(load_build_info(info_file), jobs)
-        import time
-        from datetime import datetime
-
+            return load_build_info(info_file)
+        build_dir = root / "build"
+        log = root / "build.log"
+        env = _ccache_env(root)
         started = time.monotonic()
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        llama_src = tree / "vendor" / "llama.cpp"
+        llama_src = req.tree / "vendor" / "llama.cpp"
         _run_with_progress(
-            ["cmake", "-S", str(llama_src), "-B", str(build_dir), *generator, *CMAKE_FLAGS],
+            ["cmake", "-S", str(llama_src), "-B", str(build_dir), *generator, *req.flags(config)],
             log,
-            "configure llama.cpp",
+            f"configure llama.cpp ({config.name})",
+            env,
         )
         jobs = jobs or os.cpu_count() or 2
         _run_with_progress(
             ["cmake", "--build", str(build_dir), "-j", str(jobs), "--target", "llama", *TOOLS],
             log,
-            f"compile llama.cpp {commit}",
+            f"compile llama.cpp {req.commit} ({config.name})",
+            env,
         )
         info = BuildInfo(
-            llama_cpp_commit=commit,
-            llama_cpp_python_version=version,
-            cmake_flags=list(CMAKE_FLAGS),
-            compiler=compiler,
+            llama_cpp_commit=req.commit,
+            llama_cpp_python_version=req.version,
+            cmake_flags=req.flags(config),
+            compiler=req.compiler,
             cpu=cpu_name(),
-            cpu_features=features,
+            cpu_features=req.features,
             key=key,
             bin_dir=str(build_dir / "bin"),
             build_seconds=round(time.monotonic() - started, 1),
             built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            configuration=config.name,
+            configuration_reason=config.reason,
+            extra_cmake_flags=list(req.extra),
+            replaced=list(replaced),
         )
         for name in TOOLS:
             info.tool(name)
         write_atomic(info_file, json.dumps(asdict(info), indent=2))  # written last: it means the build is complete
     return info
+
+
+def _smoke(info: BuildInfo, runner: Sequence[str], force: bool = False) -> smoke.SmokeResult:
+    """The build's smoke test through ``runner``, run once and kept beside the build."""
+    root = Path(info.bin_dir).parent.parent
+    record = root / "smoke.json"
+    runs = json.loads(record.read_text()) if record.exists() else {}
+    name = " ".join(runner) or "native"
+    if name in runs and not force:
+        return smoke.SmokeResult.from_json(runs[name])
+    model_path = catalog_path(CATALOG[_SMOKE_MODEL])
+    print(
+        f"smoke test of the {info.configuration} build{' under ' + name if runner else ''} ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    result = smoke.smoke_test(Path(info.bin_dir), model_path, root / "smoke.log", runner)
+    print(
+        f"smoke test: {'passed' if result.passed else result.crash.describe() if result.crash else 'failed'} "
+        f"in {result.seconds:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    runs[name] = result.to_json()
+    write_atomic(record, json.dumps(runs, indent=2))
+    if not runner:  # the build's own record carries the smoke test on this machine
+        info_file = root / "build-info.json"
+        write_atomic(info_file, json.dumps(asdict(replace(info, smoke=result.to_json())), indent=2))
+    return result
+
+
+_SMOKE_MODEL = "smollm2-135m-instruct"  # the catalog model every chapter runs
 
 
 def _complete(info: BuildInfo, jobs: int | None = None) -> BuildInfo:
@@ -338,6 +463,7 @@ def _complete(info: BuildInfo, jobs: int | None = None) -> BuildInfo:
                  "--target", *missing],
                 root / "build.log",
                 f"compile {', '.join(missing)}",
+                _ccache_env(root),
             )  # fmt: skip
     for name in TOOLS:
         info.tool(name)

@@ -16,19 +16,47 @@ def test_build_is_cached_and_identified(build: b.BuildInfo) -> None:
     again = b.build()  # a second call must reuse the cache, not compile
     assert again == build
     assert build.llama_cpp_commit != "unknown" and len(build.llama_cpp_commit) >= 7
-    assert "-DGGML_NATIVE=ON" in build.cmake_flags
     assert build.compiler and build.cpu
+    # the build passed its smoke test on this machine; a configuration other than native says why
+    assert build.smoke["passed"] and [s["tool"] for s in build.smoke["steps"]] == ["llama-bench", "the Python binding"]
+    if build.configuration == "native":
+        assert "-DGGML_NATIVE=ON" in build.cmake_flags and build.note == "" and not build.replaced
+    else:
+        assert "-DGGML_NATIVE=OFF" in build.cmake_flags and build.note and build.replaced
+        assert "SIGILL" in build.replaced[0]["crash"] and build.replaced[0]["crash"] in build.note
     assert Path(build.bin_dir).is_dir()
     for name in b.TOOLS:
         assert build.tool(name).exists()
 
 
-def test_build_key_depends_on_commit_and_flags() -> None:
+def test_build_key_depends_on_commit_flags_and_configuration() -> None:
     key = b.build_key("abc1234", b.CMAKE_FLAGS, "gcc 12", ["avx2"])
     assert key == b.build_key("abc1234", b.CMAKE_FLAGS, "gcc 12", ["avx2"])
     assert key != b.build_key("abc1235", b.CMAKE_FLAGS, "gcc 12", ["avx2"])
     assert key != b.build_key("abc1234", (*b.CMAKE_FLAGS, "-DGGML_OPENMP=OFF"), "gcc 12", ["avx2"])
     assert key != b.build_key("abc1234", b.CMAKE_FLAGS, "gcc 12", ["avx2", "avx512f"])
+    assert key != b.build_key("abc1234", b.CMAKE_FLAGS, "gcc 12", ["avx2"], "no-amx")
+
+
+def test_readers_flags_enter_the_build_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from localllms import cpu
+
+    plain = b._Request.here()
+    monkeypatch.setenv("LOCALLLMS_CMAKE_ARGS", "-DGGML_VULKAN=ON")
+    theirs = b._Request.here()
+    assert theirs.flags(cpu.NATIVE)[-1] == "-DGGML_VULKAN=ON"
+    assert theirs.key(cpu.NATIVE) != plain.key(cpu.NATIVE) and theirs.choice_file != plain.choice_file
+
+
+def test_provenance_line_names_a_fallback_build(build: b.BuildInfo, smollm2) -> None:
+    from localllms import provenance
+
+    line = provenance.line(build, smollm2, 2)
+    if build.note:
+        assert f"build: {build.note}" in line
+    else:
+        assert "build:" not in line
+    assert provenance.record(build, smollm2, 2)["build_note"] == build.note
 
 
 def test_vendored_commit_matches_changelog(build: b.BuildInfo) -> None:
