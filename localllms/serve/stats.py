@@ -9,8 +9,10 @@ Pure functions on numbers, so they are tested on known inputs (``tests/unit/test
 * ``percentile_position``, ``latency_reading``: where a percentile of few values lies, and what the
   latency table rests on, in sentences.
 * ``ServiceTarget``, ``meets_target``, ``allowed_misses``, ``run_summary``: a service level objective ("TTFT at most
-  1 s and TPOT at most 100 ms for 99 % of requests"), the share of requests that meet it
-  (attainment) and the rate of those that do (goodput, as vLLM's ``--goodput`` counts it).
+  1 s and TPOT at most 100 ms for 90 % of requests"), the share of requests that meet it
+  (attainment), the rate of those that do (goodput, as vLLM's ``--goodput`` counts it), and the
+  passing rule of a run (``ServiceTarget.met_by``: all its requests sent, the share reached).
+  What such a share measured on a few requests can say is in ``attainment``.
 * ``search_highest_rate``: the bounded search for the highest arrival rate that still meets the
   objective: double until a rate fails, then bisect (GuideLLM's goodput profile searches the
   same way, over concurrency).
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import defaults
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -148,9 +151,9 @@ def _false(records: pd.DataFrame) -> pd.Series:
 class ServiceTarget:
     """A service level objective: every request within both bounds, for ``attainment`` of the requests."""
 
-    ttft_ms: float = 1000.0
-    tpot_ms: float = 100.0
-    attainment: float = 0.99
+    ttft_ms: float = defaults.SLO_TTFT_MS
+    tpot_ms: float = defaults.SLO_TPOT_MS
+    attainment: float = defaults.SLO_ATTAINMENT
 
     def __post_init__(self) -> None:
         if not (self.ttft_ms > 0 and self.tpot_ms > 0):
@@ -161,7 +164,12 @@ class ServiceTarget:
             raise UserError(f"The target share of requests must lie in (0, 1], not {self.attainment}.")
 
     def describe(self) -> str:
-        return f"TTFT ≤ {self.ttft_ms:g} ms and TPOT ≤ {self.tpot_ms:g} ms for {self.attainment:.0%} of requests"
+        return f"TTFT ≤ {self.ttft_ms:g} ms and TPOT ≤ {self.tpot_ms:g} ms for {100 * self.attainment:g} % of requests"
+
+    def met_by(self, met: int, n: int, min_requests: int = 1) -> bool:
+        """The passing rule of a run: at least ``min_requests`` requests sent, and ``met`` of the ``n`` sent
+        within the bounds make at least the target share (so ``allowed_misses(n)`` may miss)."""
+        return n >= max(min_requests, 1) and n - met <= allowed_misses(n, self.attainment)
 
 
 def meets_target(ok: bool, ttft_ms: float | None, tpot_ms: float | None, target: ServiceTarget) -> bool:
@@ -175,12 +183,13 @@ def meets_target(ok: bool, ttft_ms: float | None, tpot_ms: float | None, target:
     return tpot_ms is None or math.isnan(tpot_ms) or tpot_ms <= target.tpot_ms
 
 
-def run_summary(records: pd.DataFrame, target: ServiceTarget, duration_s: float) -> dict:
-    """One open-loop run in numbers: throughput, attainment, goodput and latency percentiles.
+def run_summary(records: pd.DataFrame, target: ServiceTarget, duration_s: float, min_requests: int = 1) -> dict:
+    """One open-loop run in numbers: throughput, attainment (``met`` of ``sent``), goodput and latency percentiles.
 
     ``records``: one row per request sent (``ok``, ``ttft_ms``, ``tpot_ms``, ``e2e_ms``,
     ``itl_ms``, ``output_tokens``); ``duration_s``: from the first send to the last answer.
-    Requests never sent (the time budget ran out) are not in ``records``.
+    Requests never sent (the time budget ran out) are not in ``records``, so a run that sent
+    fewer than ``min_requests`` does not meet the target (:meth:`ServiceTarget.met_by`).
     """
     if duration_s <= 0:
         raise ValueError("a run's duration must be positive")
@@ -200,9 +209,10 @@ def run_summary(records: pd.DataFrame, target: ServiceTarget, duration_s: float)
         "duration_s": duration_s,
         "achieved_rps": len(ok) / duration_s,
         "output_tokens_per_s": float(ok["output_tokens"].sum()) / duration_s,
+        "met": n_good,
         "attainment": n_good / sent if sent else float("nan"),
         "goodput_rps": n_good / duration_s,
-        "meets_target": bool(sent) and n_good / sent >= target.attainment,
+        "meets_target": target.met_by(n_good, sent, min_requests),
         **lat,
     }
 
@@ -266,12 +276,12 @@ def search_highest_rate(
         if lo is None or hi is None:
             break
         if hi - lo <= tolerance * lo:
-            search.stopped = f"bracketed within {tolerance:.0%}"
+            search.stopped = f"bracketed within {100 * tolerance:g} %"
             return search
         probe((lo + hi) / 2)
     lo, hi = search.highest_passing, search.lowest_failing
     if lo is not None and hi is not None and hi - lo <= tolerance * lo:
-        search.stopped = f"bracketed within {tolerance:.0%}"
+        search.stopped = f"bracketed within {100 * tolerance:g} %"
     else:
         search.stopped = f"probe budget ({max_probes}) spent"
     return search

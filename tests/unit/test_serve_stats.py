@@ -117,7 +117,7 @@ def test_service_target_rejects_nonsense() -> None:
         stats.ServiceTarget(ttft_ms=0)
     with pytest.raises(UserError):
         stats.ServiceTarget(attainment=1.5)
-    assert TARGET.describe() == "TTFT ≤ 1000 ms and TPOT ≤ 100 ms for 99% of requests"
+    assert TARGET.describe() == "TTFT ≤ 1000 ms and TPOT ≤ 100 ms for 99 % of requests"
 
 
 # --------------------------------------------------------------------------- the highest rate
@@ -138,7 +138,7 @@ def test_search_doubles_then_bisects() -> None:
     s = stats.search_highest_rate(passes, start=1.0, max_probes=8, tolerance=0.25)
     # 1 ok, 2 ok, 4 fails; bisect 3 (fails), 2.5 (ok): 2.5..3 is within 25 % of 2.5
     assert calls == [1.0, 2.0, 4.0, 3.0, 2.5]
-    assert s.highest_passing == 2.5 and s.lowest_failing == 3.0 and s.stopped == "bracketed within 25%"
+    assert s.highest_passing == 2.5 and s.lowest_failing == 3.0 and s.stopped == "bracketed within 25 %"
 
 
 def test_search_halves_when_the_start_fails() -> None:
@@ -239,6 +239,7 @@ def _summary(sent: int, attainment: float, ttft_p99: float, tpot_p99: float = 40
         "tpot_p50_ms": tpot_p99 / 2,
         "tpot_p99_ms": tpot_p99,
         "itl_p99_ms": tpot_p99,
+        "met": round(attainment * sent),
         "attainment": attainment,
         "goodput_rps": attainment,
         "meets_target": attainment >= 0.99,
@@ -246,57 +247,85 @@ def _summary(sent: int, attainment: float, ttft_p99: float, tpot_p99: float = 40
 
 
 def test_sweep_reading_names_the_highest_rate_and_the_bracket() -> None:
-    from localllms.serve.loadgen import Probe, SweepResult, sweep_reading
+    from localllms.serve.capacity import sweep_reading
+    from localllms.serve.loadgen import Probe, SweepResult
 
     search = stats.RateSearch(probes=[(1.0, True), (2.0, True), (4.0, False), (3.0, False), (2.5, True)])
-    search.stopped = "bracketed within 25%"
+    search.stopped = "bracketed within 25 %"
     ttft = {1.0: 300.0, 2.0: 500.0, 4.0: 5000.0, 3.0: 1500.0, 2.5: 800.0}
     probes = [Probe(r, [], 10.0, _summary(20, 1.0 if ok else 0.6, ttft[r])) for r, ok in search.probes]
     sweep = SweepResult(probes, search, TARGET, "llama-server ...", 4, [])
-    assert list(sweep.table().index) == [1.0, 2.0, 2.5, 3.0, 4.0]  # sorted by rate
+    table = sweep.table()
+    assert list(table.index) == [1.0, 2.0, 2.5, 3.0, 4.0]  # sorted by rate
+    assert table.loc[3.0, "met target"] == 12 and table.loc[3.0, "attainment (90 % interval)"] == "60 % (39–78 %)"
+    assert list(table["meets target"]) == [True, True, True, False, False]  # the search's own verdicts
     text = sweep_reading(sweep)
-    assert "was **2.5 requests/s** on 4 slots: 100% of its 20 requests within bounds, TTFT p99 800 ms" in text
-    assert "At 3 requests/s only 60% of the requests met it (TTFT p99 1500 ms" in text
-    assert "probed 5 rates and stopped because it had bracketed the answer within 25%" in text
+    assert (
+        "was **2.5 requests/s** on 4 slots: 20 of 20 requests (100 %, 90 % interval 86–100 %) within the bounds, "
+        "TTFT p99 800 ms" in text
+    )
+    assert "At 3 requests/s only 12 of 20 requests (60 %, 90 % interval 39–78 %) met it (TTFT p99 1500 ms" in text
+    assert "probed 5 rates and stopped because it had bracketed the answer within 25 %" in text
+    # the passing rate's interval reaches below 99 %: the page says the 20 requests do not show more
+    assert "Its 90 % interval reaches down to 86 %, below the target's 99 %: 20 requests show the target met" in text
 
 
-def test_options_reading_picks_the_highest_goodput_and_says_why() -> None:
+def test_the_plural_follows_the_rate() -> None:
+    from localllms.serve.capacity import rate_text
+
+    assert rate_text(1.0) == "1 request/s" and rate_text(0.75) == "0.75 requests/s" and rate_text(2) == "2 requests/s"
+
+
+def _options_table(rows: dict, requests: int = 20) -> pd.DataFrame:
+    columns = ["slots (-np)", "continuous batching", "goodput (req/s)", "met target", "TTFT p90 (ms)", "TPOT p50 (ms)"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).assign(requests=requests)
+
+
+def test_options_reading_separates_only_by_the_interval() -> None:
     from localllms.serve.options_reading import best_option, options_reading
 
-    rows = {
-        "1 slot": (1, True, 0.40, 0.4, 3000.0, 10.0),
-        "4 slots": (4, True, 0.90, 0.9, 700.0, 25.0),
-        "8 slots": (8, True, 0.90, 0.9, 650.0, 40.0),
-        "4 slots, no continuous batching": (4, False, 0.50, 0.5, 2500.0, 20.0),
-    }
-    table = pd.DataFrame.from_dict(
-        rows,
-        orient="index",
-        columns=[
-            "slots (-np)",
-            "continuous batching",
-            "goodput (req/s)",
-            "meet target (share)",
-            "TTFT p90 (ms)",
-            "TPOT p50 (ms)",
-        ],
+    table = _options_table(
+        {
+            "1 slot": (1, True, 0.40, 8, 3000.0, 10.0),  # 8 of 20: [22, 60] %, below 4 and 8 slots
+            "4 slots": (4, True, 0.90, 18, 700.0, 25.0),  # [72, 98] %
+            "8 slots": (8, True, 0.90, 18, 650.0, 40.0),
+            "4 slots, no continuous batching": (4, False, 0.50, 10, 2500.0, 20.0),  # [31, 69] %: overlaps 4 slots? no
+        }
     )
-    assert best_option(table) == "8 slots"  # equal goodput and share: the lower TTFT p90 wins
-    text = options_reading(table, 2.0)
-    assert text.startswith("At 2 requests/s, **8 slots** had the highest goodput: 0.90 requests/s")
-    assert "TTFT p90 3000 ms" in text and "TPOT p50 40.0 against 10.0 ms" in text
-    assert "gave lower goodput than the same slots with it (0.50 against 0.90 requests/s of goodput" in text
-    assert "which a rerun can change" not in text  # without the request count nothing is called close
-    counted = options_reading(table, 2.0, requests=10)  # 9 vs 9 requests: not separated from 4 slots
-    assert "does not separate it from 4 slots: 9 of 10 requests within the target against 4 slots 9" in counted
-    assert "More slots won" in counted  # 1 slot met 4 of 10: far enough to explain
-    assert "(0.50 against 0.90 requests/s of goodput; TTFT p90 2500 against 700 ms)." in counted  # 5 vs 9
-    tie = table.assign(**{"meet target (share)": [0.8, 0.9, 0.9, 0.9]})  # 8, 9, 9, 9 of 10
-    tied = options_reading(tie, 2.0, requests=10)
-    assert "More slots won" not in tied  # one slot is within one request of the best: no cause claimed
-    assert "made no difference this run can show: 9 against 9 of 10 requests" in tied
-    nothing = table.assign(**{"goodput (req/s)": 0.0})
-    assert options_reading(nothing, 2.0).startswith("At 2 requests/s no configuration met the target")
+    assert best_option(table) == "8 slots"  # equal goodput and count: the lower TTFT p90 wins
+    text = options_reading(table, 1.0)
+    assert text.startswith(
+        "At 1 request/s, **8 slots** had the highest goodput: 0.90 requests/s, 18 of 20 requests (90 %, 90 % "
+        "interval 72–98 %) within the target"
+    )
+    assert (
+        "It is not separated from *4 slots*: their 90 % intervals overlap its own (*4 slots* 18 of 20, 72–98 %)" in text
+    )
+    assert (
+        "It met the target more often than *1 slot* and *4 slots, no continuous batching*, whose intervals lie below "
+        "its own (*1 slot* 8 of 20, 22–61 %; *4 slots, no continuous batching* 10 of 20, 30–70 %)." in text
+    )
+    assert "More slots won because with one slot a request waits" in text and "TPOT p50 40.0 against 10.0 ms" in text
+    assert (
+        "Turning continuous batching off (*4 slots, no continuous batching*) met the target less often than the same "
+        "slots with it: 10 of 20 requests within the target against 18 of 20 with it (90 % intervals 30–70 % and "
+        "72–98 %; 0.50 against 0.90 requests/s of goodput; TTFT p90 2500 against 700 ms)." in text
+    )
+    # one request apart is never separated: no cause claimed, no difference from continuous batching
+    close = _options_table(
+        {
+            "1 slot": (1, True, 0.85, 17, 900.0, 10.0),
+            "4 slots": (4, True, 0.90, 18, 700.0, 25.0),
+            "4 slots, no continuous batching": (4, False, 0.85, 17, 800.0, 20.0),
+        }
+    )
+    tied = options_reading(close, 0.75)
+    assert tied.startswith("At 0.75 requests/s, **4 slots**")
+    assert "More slots won" not in tied and "met the target more often" not in tied
+    assert "made no difference these runs can show: 17 of 20 requests within the target against 18 of 20" in tied
+    assert "(90 % intervals 66–96 % and 72–98 %, which overlap; 0.85 against 0.90 requests/s" in tied
+    nothing = table.assign(**{"goodput (req/s)": 0.0, "met target": 0})
+    assert options_reading(nothing, 2.0).startswith("At 2 requests/s no configuration met the target for any of its 20")
 
 
 def test_percentile_position_and_allowed_misses() -> None:
@@ -336,20 +365,36 @@ def test_latency_reading_states_what_the_percentiles_rest_on() -> None:
     assert "rests on 6 gaps." in text
 
 
-def test_sweep_reading_counts_the_misses_a_target_allows() -> None:
-    from localllms.serve.loadgen import Probe, SweepResult, sweep_reading
+def test_sweep_reading_states_the_passing_rule() -> None:
+    from localllms.serve.capacity import sweep_reading
+    from localllms.serve.loadgen import Probe, SweepResult
 
     search = stats.RateSearch(probes=[(1.0, True), (2.0, False)])
-    search.stopped = "bracketed within 25%"
+    search.stopped = "bracketed within 25 %"
     probes = [Probe(1.0, [], 10.0, _summary(12, 1.0, 300.0)), Probe(2.0, [], 10.0, _summary(12, 0.5, 3000.0))]
     text = sweep_reading(SweepResult(probes, search, TARGET, "llama-server ...", 4, []))
-    assert "With 12 requests per rate, a share of 99% allows no miss at all" in text
+    assert "at least 99 % of them met the bounds: that allows no miss at all, so a single slow request fails" in text
+    target = stats.ServiceTarget(1000, 100, 0.9)
+    probes = [Probe(1.0, [], 10.0, _summary(20, 0.95, 300.0)), Probe(2.0, [], 10.0, _summary(20, 0.5, 3000.0))]
+    text = sweep_reading(SweepResult(probes, search, target, "llama-server ...", 4, []))
+    assert "when all its 20 requests were sent and at least 90 % of them met the bounds: 2 may miss" in text
+    assert "a single slow request cannot decide a probe" in text
     none = stats.RateSearch(probes=[(1.0, False), (0.5, False)])
     none.stopped = "even 0.5 requests/s misses the target"
     failing = [Probe(1.0, [], 10.0, _summary(12, 0.0, 9000.0)), Probe(0.5, [], 10.0, _summary(12, 0.0, 5000.0))]
     text = sweep_reading(SweepResult(failing, none, TARGET, "llama-server ...", 4, []))
-    assert text.startswith("No rate probed met the target (TTFT ≤ 1000 ms and TPOT ≤ 100 ms for 99% of requests). ")
-    assert "At the lowest rate probed, 0.5 requests/s, 0% of the requests met it (TTFT p99 5000 ms" in text
+    assert text.startswith("No rate probed met the target (TTFT ≤ 1000 ms and TPOT ≤ 100 ms for 99 % of requests). ")
+    assert "At the lowest rate probed, 0.5 requests/s, 0 of 12 requests (0 %, 90 % interval 0–22 %) met it" in text
+
+
+def test_passing_rule_needs_every_request_and_the_share() -> None:
+    target = stats.ServiceTarget(1000, 100, 0.9)
+    assert target.met_by(18, 20, 20) and not target.met_by(17, 20, 20)  # 90 % of 20 is 18
+    assert not target.met_by(15, 15, 20)  # every request met, but the run sent only 15 of 20
+    assert not target.met_by(0, 0)
+    assert stats.ServiceTarget(1000, 100, 0.99).met_by(20, 20) and not stats.ServiceTarget(1000, 100, 0.99).met_by(
+        19, 20
+    )
 
 
 def test_serving_notebook_writes_only_under_build() -> None:
@@ -360,5 +405,16 @@ def test_serving_notebook_writes_only_under_build() -> None:
 
     nb = json.loads((PROJECT_ROOT / "notebooks" / "serving.ipynb").read_text())
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    assert 'serve.screenshot(OUTPUT_IMAGES_DIR / "llama-server-ui.png"' in code
+    assert 'chapter.screenshot(OUTPUT_IMAGES_DIR / "llama-server-ui.png")' in code
     assert '"book"' not in code and "book/images" not in code
+
+
+def test_the_chapter_checks_its_parameters_before_anything_runs() -> None:
+    from localllms.serve.chapter import Chapter, OpenLoop
+
+    with pytest.raises(UserError, match="REQUESTS_PER_RATE must be a whole number"):
+        OpenLoop(1.0, 0, 6, 0.4, 4)
+    with pytest.raises(UserError, match="RATE_TOLERANCE must be positive"):
+        OpenLoop(1.0, 20, 6, 0, 4)
+    with pytest.raises(UserError, match="PROMPT_LENGTHS"):  # before the model is looked for or a build loaded
+        Chapter.setup("no-such-model", prompt_lengths=[0])
