@@ -6,6 +6,11 @@ verdict is ``memory.verdict`` against the machine's installed RAM: "fits" at mos
 (80 %) of it, the rest left to the operating system, other programs and the estimate's error;
 "tight" up to all of it; else "does not fit". ``route_check`` shows that the published route
 is the same estimator as the GGUF route, on the two catalog models.
+
+``measure_synthetic`` runs some rows for real: a synthetic file of the architecture at the type
+(``localllms.synth``: the exact tensor shapes and per-tensor types, made-up weights; speed and memory
+only) served by llama-server, its peak resident memory beside the estimate (``MEASURED_SYNTHETIC``
+at ``MEASURED_CONTEXTS``; the chapter "Try before you download" measures their speed).
 """
 
 from __future__ import annotations
@@ -14,10 +19,19 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from ..build import BuildInfo
 from ..errors import UserError
 from ..models import ResolvedModel
-from .memory import FIT_SHARE, GIB, MIB, architecture, estimate_architecture, estimate_memory, verdict
+from .memory import FIT_SHARE, GIB, MEMORY_TOLERANCE, MIB, architecture, estimate_architecture, estimate_memory, verdict
 from .published import Hyperparameters, counted_parameters, load_published, published_architecture
+
+# The rows of the table measured on this machine, as synthetic files (synth:NAME:TYPE specs): a size
+# class readers run at the common 4-bit type and at 8 bits, and the largest class whose run fits this
+# book's 24 GiB, 2-core build machine within the chapter's time budget (a 14B would fit the RAM too,
+# at twice the minutes; pass it to the chapter "Try before you download" as one of its SIZES).
+MEASURED_SYNTHETIC = ("synth:llama-3.2-1b:Q4_K_M", "synth:llama-3.2-1b:Q8_0", "synth:qwen2.5-7b:Q4_K_M")
+MEASURED_CONTEXTS = (4096, 8192)  # a chat, and a long document; the KV cache is the part that grows
+SYNTHETIC_NOTE = "synthetic weights: speed and memory only"
 
 
 def _contexts(hp: Hyperparameters, contexts: Sequence[int]) -> list[tuple[str, int]]:
@@ -72,8 +86,13 @@ def _smallest(row: pd.Series, machines_gib: Sequence[int]) -> str:
     return f"none up to {ordered[-1]} GB"
 
 
-def will_it_fit(rows: pd.DataFrame, machines_gib: Sequence[int]) -> pd.DataFrame:
-    """The summary: per model and quant type, the estimate at each context and the smallest machine it fits."""
+def will_it_fit(rows: pd.DataFrame, machines_gib: Sequence[int], measured: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The summary: per model and quant type, the estimate at each context and the smallest machine it
+    fits; with ``measured`` (``measure_synthetic``), the measured peak beside the estimate at each
+    context where a row was run ("–" where it was not)."""
+    peaks = {}
+    if measured is not None and not measured.empty:
+        peaks = {(r["model"], r["quant"], int(r["context"])): r["measured peak (GiB)"] for _, r in measured.iterrows()}
     out = []
     for (model, quant), g in rows.groupby(["model", "quant"], sort=False):
         first = g.iloc[0]
@@ -93,9 +112,92 @@ def will_it_fit(rows: pd.DataFrame, machines_gib: Sequence[int]) -> pd.DataFrame
                 rec[f"{label}: machine"] = f"beyond its {trained:,}"
             else:
                 rec[f"{label}: GiB"] = f"{r['total (GiB)']:.1f}"
+                if peaks and r["context"] != "trained maximum" and any(k[2] == r["tokens"] for k in peaks):
+                    peak = peaks.get((model, quant, int(r["tokens"])))
+                    rec[f"{label}: measured GiB"] = "–" if peak is None else f"{peak:.1f}"
                 rec[f"{label}: machine"] = _smallest(r, machines_gib)
         out.append(rec)
     return pd.DataFrame(out).set_index(["model", "quant"])
+
+
+def measure_synthetic(
+    specs: Sequence[str] = MEASURED_SYNTHETIC,
+    contexts: Sequence[int] = MEASURED_CONTEXTS,
+    n_parallel: int = 1,
+    threads: int | None = None,
+    build: BuildInfo | None = None,
+    reuse: bool = False,
+) -> pd.DataFrame:
+    """Rows of the table run for real: each synthetic file (``synth:NAME:TYPE``, written if missing)
+    served by llama-server at each context with one 512-token prompt, its peak resident memory
+    against the published-route estimate of the same row. Cached per file, context and build
+    (``measure_memory_cached``; ``reuse`` reads a measurement of this run when remeasuring)."""
+    from .. import progress, synth
+    from ..models import parse_spec, resolve
+    from .measure import measure_memory_cached
+
+    rows = []
+    bar = progress.Bar(len(specs) * len(contexts), "will it fit: synthetic files served", "server")
+    for spec in specs:
+        parsed = parse_spec(spec)
+        if parsed.kind != "synth" or not parsed.quant:
+            raise UserError(
+                f"{spec!r} is not a synthetic file spec; write synth:NAME:TYPE, e.g. synth:qwen2.5-7b:Q4_K_M."
+            )
+        hp = synth.row(parsed.arch)
+        model = resolve(parsed.text)
+        arch = published_architecture(hp, parsed.quant)
+        for c in contexts:
+            e = estimate_architecture(arch, c, n_parallel, name=hp.model)
+            got = measure_memory_cached(model, c, n_parallel, threads, build, reuse)
+            bar.update()
+            rows.append(
+                {
+                    "model": hp.model,
+                    "quant": parsed.quant,
+                    "spec": parsed.text,
+                    "context": c,
+                    "file (GB)": model.info.file_size / 1e9,
+                    "estimate (GiB)": e.total / GIB,
+                    "measured peak (GiB)": got.peak_rss / GIB,
+                    "error (%)": 100 * (e.total - got.peak_rss) / got.peak_rss,
+                    "KV est. / llama.cpp (MiB)": f"{e.kv / MIB:.0f} / {got.reported.get('KV', float('nan')):.0f}",
+                    "compute est. / llama.cpp (MiB)": (
+                        f"{e.compute / MIB:.0f} / {got.reported.get('compute', float('nan')):.0f}"
+                    ),
+                    "load (s)": got.load_seconds,
+                    "512-token prompt (s)": got.prompt_ms / 1000,
+                }
+            )
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def synthetic_table(measured: pd.DataFrame) -> pd.DataFrame:
+    """The measured rows, estimate beside the peak, rounded for the page."""
+    t = measured.drop(columns=["spec"]).copy()
+    for col, digits in (("file (GB)", 2), ("estimate (GiB)", 2), ("measured peak (GiB)", 2), ("error (%)", 1),
+                        ("load (s)", 1), ("512-token prompt (s)", 1)):  # fmt: skip
+        t[col] = t[col].round(digits)
+    return t.set_index(["model", "quant", "context"])
+
+
+def synthetic_error_sentence(measured: pd.DataFrame) -> str:
+    """The estimator's error at real sizes, from the synthetic runs' own numbers."""
+    if measured.empty:
+        return "No row of the table was run on this machine."
+    err = measured["error (%)"]
+    worst = measured.loc[err.abs().idxmax()]
+    files = measured.drop_duplicates("spec")
+    sizes = ", ".join(f"{r['model']} {r['quant']} ({r['file (GB)']:.1f} GB)" for _, r in files.iterrows())
+    contexts = " and ".join(f"{c:,}" for c in sorted(measured["context"].unique()))
+    return (
+        f"Run on this machine as synthetic files ({SYNTHETIC_NOTE}): {sizes}, each at {contexts} tokens. "
+        f"The estimate landed between {err.min():+.1f} % and {err.max():+.1f} % of llama-server's peak resident "
+        f"memory, the largest miss {worst['error (%)']:+.1f} % ({worst['model']} {worst['quant']} at "
+        f"{int(worst['context']):,} tokens): {'within' if err.abs().max() <= 100 * MEMORY_TOLERANCE else 'outside'} "
+        f"the ±{100 * MEMORY_TOLERANCE:.0f} % the estimate is held to on the catalog models."
+    )
 
 
 def fixed_parts_sentence(rows: pd.DataFrame) -> str:

@@ -1,0 +1,289 @@
+"""Does the method hold? Synthetic files against the real files of the same types.
+
+For each catalog model and type, the real file is the one the case study makes (the model's F16
+reference quantized by ``llama-quantize``) and the synthetic one is ``synth.make`` of the model's
+published row at the same type: the same tensors, in the same order, at the same types and bytes
+(``same_tensors``), with made-up values. The claim under test is that llama.cpp's speed and memory
+do not depend on the values:
+
+* **speed**: both files of every pair run in the same interleaved rounds (``rounds.run``); the
+  synthetic file's prompt and generation speed over the real one's is taken within each round,
+  and the pair **agrees** when that ratio's interval includes 1 (``speed_agreement``);
+* **memory**: llama-server's peak resident memory with each file, at one context and one
+  512-token prompt; the pair agrees when the synthetic peak is within ``RSS_TOLERANCE`` (2 %) of
+  the real one (``rss_agreement``).
+
+The readings (``speed_agreement``, ``rss_agreement``) are plain functions of the measurements, so
+they are tested on made-up rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .. import gguf_file, rounds
+from ..build import BuildInfo
+from ..errors import UserError
+from ..intervals import Estimate
+from ..models import ResolvedModel
+from ..selection.measure import MemoryMeasurement
+from ..selection.memory import MIB
+from .plan import RSS_TOLERANCE
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A catalog model at one type: the real file and its synthetic twin."""
+
+    model: str  # catalog name
+    name: str  # the published row's short name
+    quant: str
+    real: ResolvedModel
+    synthetic: ResolvedModel
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.quant}"
+
+    @property
+    def real_label(self) -> str:
+        return f"{self.label}: real"
+
+    @property
+    def synthetic_label(self) -> str:
+        return f"{self.label}: synthetic"
+
+
+def make_pairs(models: Sequence[str], types: Sequence[str], build: BuildInfo, progress_bars: bool = True) -> list[Pair]:
+    """Real and synthetic files of every catalog model at every type (each made once, then cached)."""
+    from .. import synth
+    from ..models import CATALOG, resolve, synth_spec
+    from ..quantize import check_quant_types, make_reference, quantize
+
+    if not models or not types:
+        raise UserError("VALIDATE_MODELS and VALIDATE_TYPES need at least one catalog model and one type each.")
+    not_catalog = [m for m in models if m not in CATALOG]
+    if not_catalog:
+        raise UserError(
+            f"{', '.join(not_catalog)}: the check needs a model whose real file is on this machine and whose "
+            f"architecture is in the published table; use the catalog models ({', '.join(CATALOG)})."
+        )
+    qtypes = check_quant_types(list(types), build)
+    out = []
+    for m in models:
+        hp = synth.row(m)  # the catalog model's own row
+        reference = make_reference(resolve(m), build)
+        for q in qtypes:
+            real = quantize(reference, q, build)
+            synth.make(hp, q, build=build, progress_bars=progress_bars)
+            out.append(Pair(m, synth.short_name(hp), q, real, resolve(synth_spec(synth.short_name(hp), q))))
+    return out
+
+
+def tensor_table(path) -> list[tuple[str, str, tuple[int, ...], int]]:
+    """(name, type, shape, bytes) of every tensor, in file order."""
+    return [(t.name, t.type, tuple(t.shape), int(t.n_bytes)) for t in gguf_file.read(path).tensors]
+
+
+def same_tensors(pair: Pair) -> bool:
+    """Whether both files hold the same tensors, in the same order, at the same types, shapes and bytes."""
+    return tensor_table(pair.real.path) == tensor_table(pair.synthetic.path)
+
+
+def files_table(pairs: Sequence[Pair]) -> pd.DataFrame:
+    """What the two files of each pair are: sizes and whether their tensor tables are the same."""
+    rows = []
+    for p in pairs:
+        table = tensor_table(p.synthetic.path)
+        rows.append(
+            {
+                "model": p.model,
+                "type": p.quant,
+                "tensors": len(table),
+                "tensor bytes (MiB)": round(sum(t[3] for t in table) / MIB, 1),
+                "same tensors, order, types and bytes": "yes" if same_tensors(p) else "no",
+                "real file (MiB)": round(p.real.info.file_size / MIB, 1),
+                "synthetic file (MiB)": round(p.synthetic.info.file_size / MIB, 1),
+            }
+        )
+    return pd.DataFrame(rows).set_index(["model", "type"])
+
+
+def depth_label(pair: Pair, depth: int, which: str = "") -> str:
+    """The label of a pair run with ``depth`` tokens in the context ("smollm2-135m Q4_K_M @ 2048: real")."""
+    return f"{pair.label} @ {depth}" + (f": {which}" if which else "")
+
+
+def settings(
+    pairs: Sequence[Pair], threads: int, n_prompt: int, n_gen: int, deep: Sequence[Pair] = (), depth: int = 0
+) -> list[rounds.Setting]:
+    """Both files of every pair, and of the ``deep`` pairs again at ``depth``, as configurations of one
+    set of rounds."""
+    out = []
+    for p in pairs:
+        for label, f in ((p.real_label, p.real), (p.synthetic_label, p.synthetic)):
+            out.append(rounds.Setting(label, str(f.path), f.sha256, threads, n_prompt, n_gen))
+    for p in deep:
+        for which, f in (("real", p.real), ("synthetic", p.synthetic)):
+            out.append(rounds.Setting(depth_label(p, depth, which), str(f.path), f.sha256, threads, n_prompt, n_gen,
+                                      depth))  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------- the readings
+
+
+def agrees(ratio: Estimate) -> bool | None:
+    """A paired ratio agrees with 1 when its interval includes 1; None when there is no interval."""
+    if not ratio.has_interval:
+        return None
+    return ratio.lo <= 1.0 <= ratio.hi
+
+
+def speed_agreement(speed: rounds.Rounds, pairs: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
+    """For each (name, synthetic label, real label) and test: the synthetic over real ratio within
+    each round, as an Estimate, and whether it agrees (its interval includes 1)."""
+    rows = []
+    for name, synthetic, real in pairs:
+        for test in ("pp", "tg"):
+            r = speed.ratio(synthetic, real, test)
+            rows.append({"file": name, "test": test, "ratio": r, "agrees": agrees(r)})
+    return pd.DataFrame(rows)
+
+
+def ratio_text(r: Estimate, digits: int = 3) -> str:
+    """ "×1.002 (0.981–1.020)", or "×1.002 (n=3)" when the rounds are too few for an interval."""
+    if not r.has_interval:
+        return f"×{r.median:.{digits}f} (n={r.n})"
+    return f"×{r.median:.{digits}f} ({r.lo:.{digits}f}–{r.hi:.{digits}f})"
+
+
+def rss_agreement(real_peak: int, synthetic_peak: int, tolerance: float = RSS_TOLERANCE) -> tuple[float, bool]:
+    """The synthetic file's peak over the real one's, less 1, and whether it is within ``tolerance``."""
+    if real_peak <= 0:
+        raise ValueError("the real file's peak must be positive")
+    diff = synthetic_peak / real_peak - 1
+    return diff, abs(diff) <= tolerance
+
+
+# --------------------------------------------------------------------------- the check itself
+
+
+@dataclass
+class Validation:
+    pairs: list[Pair]
+    speed: rounds.Rounds
+    memory: dict[str, MemoryMeasurement]  # by setting label
+    context: int
+    tolerance: float
+    n_prompt: int
+    n_gen: int
+    deep: list[Pair] = field(default_factory=list)  # pairs also run with ``depth`` tokens in the context
+    depth: int = 0
+
+    @property
+    def speed_rows(self) -> pd.DataFrame:
+        labels = [(p.label, p.synthetic_label, p.real_label) for p in self.pairs]
+        labels += [(depth_label(p, self.depth), depth_label(p, self.depth, "synthetic"),
+                    depth_label(p, self.depth, "real")) for p in self.deep]  # fmt: skip
+        return speed_agreement(self.speed, labels)
+
+    def rss(self, pair: Pair) -> tuple[float, bool]:
+        return rss_agreement(
+            self.memory[pair.real_label].peak_rss, self.memory[pair.synthetic_label].peak_rss, self.tolerance
+        )
+
+    @property
+    def holds(self) -> bool:
+        """Every pair agrees on both speeds and on memory."""
+        return bool(self.speed_rows["agrees"].eq(True).all()) and all(self.rss(p)[1] for p in self.pairs)
+
+
+def validate(
+    models: Sequence[str],
+    types: Sequence[str],
+    threads: int,
+    n_rounds: int,
+    n_prompt: int,
+    n_gen: int,
+    context: int,
+    build: BuildInfo,
+    depth: int = 0,
+    tolerance: float = RSS_TOLERANCE,
+    progress_bars: bool = True,
+) -> Validation:
+    """Make the pairs, run every file in the same rounds (the first pair also with ``depth`` tokens in
+    the context, when ``depth`` > 0), and serve each once for its peak memory."""
+    from .. import progress
+    from ..selection.measure import measure_memory_cached
+
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise UserError(f"VALIDATE_DEPTH must be a whole number of tokens (0: none), not {depth!r}.")
+    pairs = make_pairs(models, types, build, progress_bars)
+    deep = pairs[:1] if depth else []
+    plan = settings(pairs, threads, n_prompt, n_gen, deep, depth)
+    speed = rounds.run(plan, build, n_rounds, progress_bars=progress_bars, desc="synthetic vs real")
+    memory = {}
+    files = [(p.real_label, p.real) for p in pairs] + [(p.synthetic_label, p.synthetic) for p in pairs]
+    for label, f in progress.track(files, "memory: synthetic vs real", "server", progress_bars):
+        memory[label] = measure_memory_cached(f, context, 1, threads, build)
+    return Validation(pairs, speed, memory, context, tolerance, n_prompt, n_gen, list(deep), depth)
+
+
+def validation_table(v: Validation) -> pd.DataFrame:
+    """Per pair: the speed ratios with their intervals and the peak memories, each with its verdict."""
+    speed = v.speed_rows
+    rows = []
+    for p in v.pairs:
+        rec: dict[str, object] = {"model": p.model, "type": p.quant}
+        for test, word in (("pp", "prompt"), ("tg", "generation")):
+            r = speed[(speed["file"] == p.label) & (speed["test"] == test)].iloc[0]
+            rec[f"{word}: synthetic / real"] = ratio_text(r["ratio"])
+            rec[f"{word}: agrees"] = {True: "yes", False: "no", None: "no interval"}[r["agrees"]]
+        diff, ok = v.rss(p)
+        rec["peak RSS real (MiB)"] = round(v.memory[p.real_label].peak_rss / MIB, 1)
+        rec["peak RSS synthetic (MiB)"] = round(v.memory[p.synthetic_label].peak_rss / MIB, 1)
+        rec["difference (%)"] = round(100 * diff, 2)
+        rec[f"within {100 * v.tolerance:.0f} %"] = "yes" if ok else "no"
+        rows.append(rec)
+    for p in v.deep:  # the same files with a filled context: speed only (their memory is the row above)
+        rec = {"model": p.model, "type": f"{p.quant}, {v.depth:,} tokens in the context"}
+        for test, word in (("pp", "prompt"), ("tg", "generation")):
+            r = speed[(speed["file"] == depth_label(p, v.depth)) & (speed["test"] == test)].iloc[0]
+            rec[f"{word}: synthetic / real"] = ratio_text(r["ratio"])
+            rec[f"{word}: agrees"] = {True: "yes", False: "no", None: "no interval"}[r["agrees"]]
+        rows.append(rec)
+    return pd.DataFrame(rows).set_index(["model", "type"])
+
+
+def validation_sentence(v: Validation) -> str:
+    """What the check shows, computed from its own numbers."""
+    speed = v.speed_rows
+    n = v.speed.n_rounds
+    parts = []
+    for test, word in (("pp", "prompt processing"), ("tg", "generation")):
+        t = speed[speed["test"] == test]
+        bad = t[t["agrees"] != True]  # noqa: E712 - None (no interval) is not agreement either
+        if bad.empty:
+            lo, hi = min(r.lo for r in t["ratio"]), max(r.hi for r in t["ratio"])
+            parts.append(
+                f"{word}: every pair agrees (each ratio's interval includes 1; together they span ×{lo:.2f} to ×{hi:.2f})"
+            )
+        elif bad["agrees"].isna().all():
+            parts.append(f"{word}: too few rounds for an interval, so no pair can be said to agree")
+        else:
+            named = "; ".join(f"{r['file']} {ratio_text(r['ratio'])}" for _, r in bad.iterrows())
+            parts.append(f"{word}: {len(bad)} of {len(t)} pairs do not agree ({named})")
+    diffs = [v.rss(p)[0] for p in v.pairs]
+    within = sum(abs(d) <= v.tolerance for d in diffs)
+    mem = (
+        f"peak memory at {v.context:,} tokens: {within} of {len(diffs)} synthetic files within "
+        f"{100 * v.tolerance:.0f} % of the real one (from {100 * min(diffs):+.2f} % to {100 * max(diffs):+.2f} %)"
+    )
+    verdict = (
+        "The method holds on both catalog models" if v.holds else "The method does not hold everywhere on this run"
+    )
+    return f"{verdict}. Synthetic over real, within each of {n} rounds: " + "; ".join(parts) + f"; {mem}."
