@@ -12,8 +12,12 @@ MODEL ?= smollm2-135m-instruct
 # papermill parameters for `make book`, e.g. make book MODEL=gemma-3-270m or MODEL=/path/to/model.gguf
 BOOK_ARGS ?=
 REMEASURE ?= 0
+# Extra CMake flags for the llama.cpp build (they enter its cache key), e.g.
+#   make book LLAMA_CMAKE_ARGS="-DGGML_VULKAN=ON"   or   LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF" (portable)
+LLAMA_CMAKE_ARGS ?= $(LOCALLLMS_CMAKE_ARGS)
+export LOCALLLMS_CMAKE_ARGS := $(LLAMA_CMAKE_ARGS)
 
-.PHONY: help setup book notebooks html record test test-fast lint format lab bench clean open-webui
+.PHONY: help setup book notebooks html record test test-mid test-fast lint format lab bench clean open-webui
 help:
 	@sed -n '1,6p' Makefile
 
@@ -64,10 +68,12 @@ lab: setup
 lint: $(VENV)/.deps
 	$(VENV)/bin/ruff check localllms tests scripts
 	$(VENV)/bin/ruff format --check localllms tests scripts
+	$(PY) -m localllms parameters
 
 format: $(VENV)/.deps
 	$(VENV)/bin/ruff format localllms tests scripts
 	$(VENV)/bin/ruff check --fix localllms tests scripts
+	$(PY) -m localllms parameters --write
 
 # The tests, then nbval: it re-executes the committed notebooks and compares their outputs
 # (masked as notebooks/nbval-sanitize.cfg says), in one pytest run with one summary line.
@@ -75,9 +81,15 @@ format: $(VENV)/.deps
 test: setup lint
 	mkdir -p _build && LOCALLLMS_PROGRESS=$(CURDIR)/_build/progress-test.log $(PY) -m pytest tests notebooks -v --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval-sanitize.cfg
 
-# The unit tests alone: no llama.cpp build, no model, a few seconds.
+# Three tiers. test-fast: the unit tests alone (no llama.cpp build, no model; seconds).
+# test-mid: every test not marked slow, on the real build and models (a few minutes; run it after
+# every change). test: everything, the slow tests (HTML book, Dask sweeps, emulated CPU, notebook
+# executions) and nbval on the committed notebooks, as CI runs it.
 test-fast: $(VENV)/.deps lint
 	$(PY) -m pytest tests/unit -q
+
+test-mid: setup lint
+	mkdir -p _build && LOCALLLMS_PROGRESS=$(CURDIR)/_build/progress-test.log $(PY) -m pytest tests -q -m "not slow"
 
 bench: setup
 	$(PY) scripts/bench.py
@@ -91,4 +103,6 @@ open-webui: setup
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache
+	@# synthetic GGUFs (python -m localllms synth) live in the cache, not the tree: remove them too
+	@if [ -x $(PY) ]; then $(PY) -m localllms synth --clean; fi
 	find . -name __pycache__ -prune -exec rm -rf {} +

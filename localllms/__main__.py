@@ -7,7 +7,9 @@ table, or JSON with ``--json``), in the manner of llama.cpp's own tools:
 * the case study without a notebook: ``study`` (same code, CSV and store rows as the notebook);
 * many models and machines: ``sweep`` (one study per model and machine on Dask, rows into one store);
 * the book: ``run-notebooks`` (only what changed), ``build-html``, ``record`` (re-record the
-  committed default run: the one command that writes tracked files).
+  committed default run: the one command that writes tracked files);
+* try before you download: ``synth`` (a published architecture's GGUF with synthetic weights,
+  for speed and memory only; ``synth --clean`` removes them).
 """
 
 from __future__ import annotations
@@ -119,33 +121,47 @@ def _csv_list(text: str) -> list[str]:
 
 
 def _add_study_options(p: argparse.ArgumentParser, threads_help: str) -> None:
-    """The study's settings, shared by ``study`` and ``sweep``."""
-    p.add_argument("--quants", type=_csv_list, default=list(defaults.QUANT_TYPES), help="comma-separated quant types")
-    p.add_argument("--prompts", type=int, default=defaults.NUM_PROMPTS, help="number of prompts")
-    p.add_argument("--min-length", type=int, default=defaults.MIN_PROMPT_LENGTH)
-    p.add_argument("--max-length", type=int, default=defaults.MAX_PROMPT_LENGTH)
-    p.add_argument("--threads", type=int, default=None, help=threads_help)
-    p.add_argument("--repetitions", type=int, default=defaults.REPETITIONS, help="llama-bench -r")
-    p.add_argument("--n-prompt", type=int, default=defaults.N_PROMPT, help="llama-bench -p")
-    p.add_argument("--n-gen", type=int, default=defaults.N_GEN, help="llama-bench -n")
-    p.add_argument("--corpus", choices=["auto", "wikitext", "offline"], default=defaults.CORPUS_SOURCE)
+    """The study's settings, shared by ``study`` and ``sweep``: one option per declared parameter."""
+    from .study.config import add_cli_options
+
+    add_cli_options(p, threads_help)
 
 
 def _study_config(args: argparse.Namespace, **model: str) -> StudyConfig:
-    from .study.config import StudyConfig
+    from .study.config import from_cli
 
-    return StudyConfig(
-        **model,
-        quant_types=tuple(args.quants),
-        num_prompts=args.prompts,
-        min_prompt_length=args.min_length,
-        max_prompt_length=args.max_length,
-        threads=args.threads,
-        repetitions=args.repetitions,
-        n_prompt=args.n_prompt,
-        n_gen=args.n_gen,
-        corpus_source=args.corpus,
-    )
+    return from_cli(args, **model)
+
+
+def cmd_timings(args: argparse.Namespace) -> None:
+    from .book import timings
+
+    rows = timings()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        raise UserError("No notebook has been executed in this tree yet; run `make notebooks` first.")
+    for r in rows:
+        print(f"chapter: {r['notebook']} seconds={r['seconds']} executed_at={r['executed_at']}")
+        for st in r["stages"]:
+            print(f"  stage: {st['stage']} items={st['items']} seconds={st['seconds']}")
+
+
+def cmd_parameters(args: argparse.Namespace) -> None:
+    from .chapters import stale_cells, write_cells
+
+    if args.write:
+        written = write_cells()
+        _emit({"written": ", ".join(written) or "none (every parameters cell is current)"}, args.json)
+        return
+    stale = stale_cells()
+    if stale:
+        raise UserError(
+            f"The parameters cell of {', '.join(stale)} differs from its declaration (localllms/chapters.py, "
+            "localllms/study/config.py); run `make format` (python -m localllms parameters --write)."
+        )
+    _emit({"parameters cells": "current"}, args.json)
 
 
 def cmd_study(args: argparse.Namespace) -> None:
@@ -225,6 +241,12 @@ def cmd_build_html(args: argparse.Namespace) -> None:
     print(f"book: {book.build_html()}")
 
 
+def cmd_synth(args: argparse.Namespace) -> None:
+    from . import synth
+
+    _emit(synth.command(args.name, args.quant, args.context, args.clean, args.list), args.json)
+
+
 def cmd_open_webui(args: argparse.Namespace) -> None:
     from .serve import openwebui
 
@@ -260,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=corpus.NUM_PROMPTS)
     p.add_argument("--min-length", type=int, default=corpus.MIN_PROMPT_LENGTH)
     p.add_argument("--max-length", type=int, default=corpus.MAX_PROMPT_LENGTH)
-    p.add_argument("--source", choices=["auto", "wikitext", "offline"], default="auto")
+    p.add_argument("--source", choices=corpus.SOURCES, default="auto")
     p.add_argument("--out-dir", type=Path, default=None, help="where to write the prompts file (default: the cache)")
     p.set_defaults(func=cmd_prompts)
 
@@ -291,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_study_options(p, "threads per study (default: every core of its host)")
     p.set_defaults(func=cmd_sweep)
 
+    p = sub.add_parser(
+        "parameters", help="check (or --write) the notebooks' parameters cells against their declarations"
+    )
+    p.add_argument("--write", action="store_true", help="write every stale parameters cell")
+    p.set_defaults(func=cmd_parameters)
+
     p = sub.add_parser("run-notebooks", help="execute the book's notebooks with papermill")
     p.add_argument("--model", default=defaults.DEFAULT_MODEL)
     p.add_argument("--only", nargs="*", help="notebook names to run (default: all)")
@@ -306,6 +334,16 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("build-html", help="build the HTML book from the executed notebooks")
     p.set_defaults(func=cmd_build_html)
+
+    p = sub.add_parser(
+        "synth", help="write a published architecture's GGUF with synthetic weights (speed and memory only; cached)"
+    )
+    p.add_argument("name", nargs="?", help="e.g. qwen2.5-7b, llama-3.2-1b (--list shows them)")
+    p.add_argument("--quant", default="Q4_K_M", help="llama-quantize type whose per-tensor types the file takes")
+    p.add_argument("--context", type=int, default=4096, help="tokens of KV cache in the memory check")
+    p.add_argument("--list", action="store_true", help="list the architecture names")
+    p.add_argument("--clean", action="store_true", help="remove every synthetic file")
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("open-webui", help="optional: Open WebUI in its own venv, on llama-server, and its screenshot")
     p.add_argument("action", choices=["install", "status", "screenshot"])

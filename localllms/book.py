@@ -24,7 +24,6 @@ cache mode (which key a notebook on its code cells) with what they cannot see ad
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -50,6 +49,7 @@ from .paths import (
     REMEASURE_ENV,
     code_key,
     content_key,
+    package_modules,
     write_atomic,
 )
 
@@ -60,10 +60,8 @@ HTML_DIR = BUILD_DIR / "html"
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "references.bib", "book")
 # Data a notebook reads besides its models (tracked inputs, not results).
 DATA_INPUTS = ("prompts", "reference")
-# Parameters that name models: their digests are inputs of the notebook.
-MODEL_PARAMETERS = ("MODEL", "CANDIDATES", "MODELS")
-# A notebook that reads what others measured is executed again when they are.
-DEPENDS: dict[str, tuple[str, ...]] = {"comparing_models": ("quantization",)}
+# Which parameters name models (their digests are inputs of the notebook) and which chapters a
+# notebook reads the results of (it is executed again when they are): localllms.chapters.
 # The kernel's own log lines (a warning that its loopback sockets are unencrypted, a note that
 # papermill's shutdown interrupted it) are not the user's business; a failing cell still is.
 KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
@@ -94,51 +92,6 @@ def _code_cells(nb: dict) -> list[str]:
     return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
 
 
-def _imports(source: str, package: str = "") -> set[str]:
-    """Modules of localllms a piece of code imports (``package`` resolves relative imports)."""
-    names: set[str] = set()
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:  # IPython magics: fall back to no imports from this cell
-        return names
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:  # relative, inside the package
-                base = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
-                base = [p for p in base if p]
-                mod = ".".join([*base, *(node.module.split(".") if node.module else [])])
-            elif node.module and (node.module == "localllms" or node.module.startswith("localllms.")):
-                mod = node.module.removeprefix("localllms").lstrip(".")
-            else:
-                continue
-            names.add(mod)
-            names.update(f"{mod}.{a.name}" if mod else a.name for a in node.names)
-        elif isinstance(node, ast.Import):
-            names.update(a.name.removeprefix("localllms.") for a in node.names if a.name.startswith("localllms."))
-    return names
-
-
-def package_modules(sources: list[str]) -> list[str]:
-    """Every localllms module the code reaches, following imports through the package."""
-    root = Path(__file__).resolve().parent
-    seen: set[str] = set()
-    todo = [m for s in sources for m in _imports(s)]
-    while todo:
-        name = todo.pop()
-        path = root.joinpath(*name.split(".")) if name else root
-        if path.is_dir() and (path / "__init__.py").exists():
-            file, package = path / "__init__.py", name
-        elif path.with_suffix(".py").exists():
-            file, package = path.with_suffix(".py"), name.rpartition(".")[0]
-        else:
-            continue  # a name imported from a module (a function or class), not a module
-        if name in seen:
-            continue
-        seen.add(name)
-        todo.extend(_imports(file.read_text(), package))
-    return sorted(n for n in seen if n)
-
-
 def _tree_digest(*paths: Path) -> str:
     digest = hashlib.sha256()
     for base in paths:
@@ -150,13 +103,15 @@ def _tree_digest(*paths: Path) -> str:
 def notebook_inputs(nb_path: Path, params: dict) -> dict:
     """Everything the outputs of a notebook depend on, as short digests (its cache key's parts)."""
     from .build import current_build
+    from .chapters import CHAPTERS, model_parameters
     from .models import resolve
 
     nb = json.loads(nb_path.read_text())
     code = _code_cells(nb)
     models = {}
-    for name in MODEL_PARAMETERS:
-        value = params.get(name, defaults.NOTEBOOK_PARAMETERS.get(nb_path.stem, {}).get(name))
+    chapter = CHAPTERS[nb_path.stem]
+    for name in model_parameters(nb_path.stem):
+        value = params.get(name, chapter.defaults.get(name))
         for spec in [value] if isinstance(value, str) else list(value or []):
             try:
                 models[spec] = resolve(spec).sha256[:16]
@@ -169,7 +124,7 @@ def notebook_inputs(nb_path: Path, params: dict) -> dict:
         "llama_cpp_build": current_build().key,
         "models": models,
         "data": _tree_digest(*(DATA_DIR / d for d in DATA_INPUTS)),
-        "depends_on": {d: _executed_key(d) for d in DEPENDS.get(nb_path.stem, ())},
+        "depends_on": {d: _executed_key(d) for d in chapter.depends},
     }
 
 
@@ -292,6 +247,8 @@ def run_notebooks(
             why = "remeasure" if remeasure else (f"changed: {', '.join(changed)}" if changed else "first run here")
             progress.note(f"==> {nb.stem}: executing ({why}) with {params}")
             partial = out.with_name(out.stem + ".partial.ipynb")
+            stages = Path(progress.stages_file() or BUILD_DIR / "stages.jsonl")
+            stages.unlink(missing_ok=True)  # this notebook's stages only
             started = time.monotonic()
             try:
                 pm.execute_notebook(
@@ -310,6 +267,8 @@ def run_notebooks(
                 "inputs": inputs,
                 "executed_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "seconds": seconds,
+                # where the time went: every progress bar of the run, with its duration
+                "stages": [json.loads(line) for line in stages.read_text().splitlines()] if stages.exists() else [],
             }
             _hide_parameters(executed)
             write_atomic(out, json.dumps(executed, indent=1, ensure_ascii=False) + "\n")
@@ -317,6 +276,17 @@ def run_notebooks(
             progress.note(f"    {nb.stem}: {seconds:.0f} s")
             done.append(out)
     return done
+
+
+def timings() -> list[dict]:
+    """Each executed notebook's seconds and the stages inside it (from its last execution here)."""
+    out = []
+    for nb in notebooks():
+        meta = _executed_meta(EXECUTED_DIR / nb.name)
+        if meta:
+            out.append({"notebook": nb.stem, "seconds": meta.get("seconds"), "executed_at": meta.get("executed_at"),
+                        "stages": meta.get("stages", [])})  # fmt: skip
+    return out
 
 
 def record(from_build: bool = False) -> list[Path]:
@@ -395,6 +365,15 @@ def stage() -> Path:
                 dest = STAGE_DIR / f.relative_to(PROJECT_ROOT)
                 _sync(f, dest)
                 wanted.add(dest)
+    # The llama.cpp page shows the build this copy of the book runs on, read from that build.
+    from .build import current_build
+    from .kernels import build_page
+
+    generated = STAGE_DIR / "book" / "_generated" / "this_build.txt"
+    page = build_page(current_build())
+    if not generated.exists() or generated.read_text() != page:
+        write_atomic(generated, page)
+    wanted.add(generated)
     for nb in notebooks():
         executed = EXECUTED_DIR / nb.name
         if not executed.exists():

@@ -7,12 +7,20 @@ model and machine the store holds with it, and keeps apart two kinds of column:
   build. The same build with the same CPU features gives the same numbers on any host, so the
   quality table has one row per model and quant type, and ``agreement`` checks the claim wherever
   the store holds the same study from more than one machine;
-* **throughput** (``SPEED``): llama-bench on each machine, so the speed table has one column per
-  machine, and no number in it says anything about another machine.
+* **throughput** (``SPEED``): each machine's own speed rounds (the median over rounds with its
+  interval, and each variant against its reference within a round), one column per machine;
+  no number in it says anything about another machine. These rounds are the sweep's own study of
+  each model, not the case study's main table: the same file can print another speed there.
 
 Across models, perplexity per token is not comparable (each model has its own tokenizer), so the
-cross-model quality axis is **bits per byte** on the study's prompts (``bpb``, added by the sweep:
-``selection.quality.bits_per_byte``). The Pareto front is of file size against bits per byte.
+cross-model quality axis is **bits per byte** on the study's prompts (``bpb``, from the evaluator's
+own log-likelihoods, ``selection.quality.bits_per_byte_of``). The Pareto front is of file size
+against bits per byte.
+
+Rows of **synthetic files** (a sweep of ``synth:NAME:TYPE``, ``localllms.sizes.speed_only``: a
+published architecture with made-up weights, speed and memory only) come after every real-weight
+row, named "(synthetic weights: speed and memory only)", with every quality column empty; they are
+never on the Pareto front nor in any reading of quality.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import metrics, store, sweep
+from . import metrics, store, sweep, sweep_rules
 from .errors import UserError
 from .study.config import StudyConfig
 
@@ -37,7 +45,8 @@ QUALITY = (
     ("kld_p99", "KLD p99", _D["kld_p99"]),
     ("same_top_pct", "Same top (%)", _D["same_top_pct"]),
 )
-SPEED = (("pp_tps", "pp_sd", "prompt (tok/s)"), ("tg_tps", "tg_sd", "generation (tok/s)"))  # per machine
+SPEED = (("pp", "prompt (tok/s)"), ("tg", "generation (tok/s)"))  # per machine: median (interval) over rounds
+SYNTHETIC_NOTE = "synthetic weights: speed and memory only"
 
 
 def fill(
@@ -58,35 +67,41 @@ def load(config: StudyConfig, store_path: Path = store.STORE, first: Sequence[st
     rows = sweep.stored_rows(store_path)
     if rows.empty or "bpb" not in rows.columns:
         raise UserError(f"The store {store_path} has no rows of a sweep yet; run `python -m localllms sweep`.")
-    same = (
-        (rows["n_prompts"] == config.num_prompts)
-        & (rows["min_prompt_length"] == config.min_prompt_length)
-        & (rows["max_prompt_length"] == config.max_prompt_length)
-        & (rows["repetitions"] == config.repetitions)
-        & (rows["n_prompt"] == config.n_prompt)
-        & (rows["n_gen"] == config.n_gen)
-        & rows["bpb"].notna()
-        & ((rows["threads"] == rows["cores"]) if config.threads is None else (rows["threads"] == config.threads))
-    )
-    if config.corpus_source != "auto":
-        same &= rows["corpus"] == sweep.corpus_name(config.corpus_source)
+    synthetic = synthetic_rows(rows)
+    same = rows["bpb"].notna() | (synthetic & rows["tg_tps"].notna())  # a synthetic row has speed only
+    for col, value in config.run_values().items():  # every declared parameter but the resolved ones
+        same &= rows[col] == value if col in rows else False
+    same &= (rows["threads"] == rows["cores"]) if config.threads is None else (rows["threads"] == config.threads)
+    if config.corpus_source != "auto":  # no prompt is scored on a synthetic file: it has no corpus
+        same &= synthetic | (rows["corpus"] == sweep.corpus_name(config.corpus_source))
     types = {*config.quant_types}
-    df = rows[same & (rows["quant"].isin(types) | (rows["quant"] == rows["reference_label"]))]
+    df = rows[same & (rows["quant"].isin(types) | (rows["quant"] == rows["reference_label"]) | synthetic)]
     if df.empty:
         raise UserError(f"The store {store_path} has no rows of this configuration yet; run the sweep first.")
     return prepare(df, first)
 
 
+def synthetic_rows(df: pd.DataFrame) -> pd.Series:
+    """Which rows are of synthetic files (speed only); rows stored before the column are real."""
+    return sweep_rules.synthetic_rows(df)
+
+
+def real(df: pd.DataFrame) -> pd.DataFrame:
+    """The real-weight rows: the only ones any quality column, the Pareto front or a reading uses."""
+    return df[~synthetic_rows(df)]
+
+
 def prepare(rows: pd.DataFrame, first: Sequence[str] = ()) -> pd.DataFrame:
-    """Rows of the store with a ``machine`` label, in order: models in ``first`` first, each
-    model's reference before its variants, smaller files first."""
+    """Rows of the store with a ``machine`` label, in order: real-weight rows before synthetic ones,
+    models in ``first`` first, each model's reference before its variants, smaller files first."""
     df = rows.copy()
     df["machine"] = [_machine(r) for r in df.to_dict("records")]
     order = {m: i for i, m in enumerate(first)}
+    df["_synthetic"] = synthetic_rows(df)
     df["_model"] = df["model"].map(lambda m: order.get(m, len(order)))
     df["_ref"] = df["quant"] != df["reference_label"]
-    df = df.sort_values(["_model", "model", "_ref", "size_mib", "machine"])
-    return df.drop(columns=["_model", "_ref"]).reset_index(drop=True)
+    df = df.sort_values(["_synthetic", "_model", "model", "_ref", "size_mib", "machine"])
+    return df.drop(columns=["_synthetic", "_model", "_ref"]).reset_index(drop=True)
 
 
 def _machine(r: dict) -> str:
@@ -111,13 +126,15 @@ def _one_per_variant(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _name(df: pd.DataFrame) -> pd.Series:
-    return df["model"].map(lambda m: Path(m).stem if str(m).endswith(".gguf") else m)
+    """How tables name a model: a path by its file name; a synthetic file says what it is."""
+    names = df["model"].map(lambda m: Path(m).stem if str(m).endswith(".gguf") else m)
+    return names.where(~synthetic_rows(df), names + f" ({SYNTHETIC_NOTE})")
 
 
 def pareto_front(df: pd.DataFrame) -> list[tuple[str, str]]:
     """(model, quant) of the files no smaller file beats on bits per byte (lower or equal)."""
     front, best = [], float("inf")
-    for _, r in _one_per_variant(df).sort_values(["size_mib", "bpb"]).iterrows():
+    for _, r in _one_per_variant(real(df)).sort_values(["size_mib", "bpb"]).iterrows():
         if r["bpb"] < best:
             front.append((r["model"], r["quant"]))
             best = r["bpb"]
@@ -130,21 +147,46 @@ def quality_table(df: pd.DataFrame) -> pd.DataFrame:
     q = _one_per_variant(df)
     front = set(pareto_front(df))
     t = pd.DataFrame({"Model": _name(q), "Quant": q["quant"]})
+    synthetic = synthetic_rows(q)
     for col, heading, digits in QUALITY:
-        t[heading] = q[col].round(digits)
+        values = (
+            q[col] if col in q.columns else pd.Series(float("nan"), index=q.index)
+        )  # a store of synthetic rows only
+        t[heading] = values.round(digits)
+        if synthetic.any() and col != "size_mib" and col != "bpw":  # made-up weights: no quality, left empty
+            t[heading] = t[heading].astype(object).where(~synthetic, "")
     t["Pareto front"] = ["yes" if (m, v) in front else "" for m, v in zip(q["model"], q["quant"], strict=True)]
     return t.set_index(["Model", "Quant"])
 
 
+def synthetic_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The synthetic files alone: size and each machine's speed (no quality: speed and memory only)."""
+    s = df[synthetic_rows(df)]
+    if s.empty:
+        return pd.DataFrame()
+    t = speed_table(s).drop(columns=[c for c in speed_table(s).columns if c.endswith("generation vs reference")])
+    sizes = _one_per_variant(s)
+    t.insert(0, "Size (MiB)", sizes["size_mib"].round(1).to_numpy())
+    t.insert(1, "BPW", sizes["bpw"].round(2).to_numpy())
+    return t
+
+
 def speed_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Throughput (mean ± sd over llama-bench's repetitions): one column pair per machine, each
-    that machine's own and comparable with no other."""
+    """Throughput, the median over that machine's rounds with its interval, and generation against
+    the model's reference within each round: columns per machine, each comparable with no other."""
     out = []
     for (_, quant), g in df.groupby(["model", "quant"], sort=False):
         row: dict = {"Model": _name(g).iloc[0], "Quant": quant}
-        for _, r in g.iterrows():
-            for mean, sd, heading in SPEED:
-                row[f"{r['machine']}: {heading}"] = f"{r[mean]:.1f} ± {r[sd]:.1f}"
+        for i, r in g.iterrows():
+            for test, heading in SPEED:
+                row[f"{r['machine']}: {heading}"] = (
+                    f"{r[f'{test}_tps']:.1f} ({r[f'{test}_lo']:.1f}–{r[f'{test}_hi']:.1f})"
+                )
+            no_reference = quant == r["reference_label"] or bool(synthetic_rows(g.loc[[i]]).iloc[0])
+            vs = "—" if no_reference else (
+                f"×{r['tg_vs_ref']:.2f} ({r['tg_vs_ref_lo']:.2f}–{r['tg_vs_ref_hi']:.2f})"
+            )  # fmt: skip
+            row[f"{r['machine']}: generation vs reference"] = vs
         out.append(row)
     return pd.DataFrame(out).set_index(["Model", "Quant"])
 
@@ -153,7 +195,7 @@ def agreement(df: pd.DataFrame) -> pd.DataFrame:
     """For each model file and each group of machines with the same build and CPU features, the
     largest difference of every quality column between those machines (0 where they agree)."""
     rows = []
-    for (model, quant, build, _), g in df.groupby(["model", "quant", "build_key", "cpu_features"], sort=False):
+    for (model, quant, build, _), g in real(df).groupby(["model", "quant", "build_key", "cpu_features"], sort=False):
         if g["machine"].nunique() < 2:
             continue
         rows.append(
@@ -186,19 +228,20 @@ def agreement_sentence(df: pd.DataFrame) -> str:
 
 def references(df: pd.DataFrame) -> str:
     """Which file each model's variants were measured against, from the rows."""
-    refs = df.drop_duplicates("model")
+    refs = real(df).drop_duplicates("model")
     named = "; ".join(f"{_short(m)}: {r}" for m, r in zip(refs["model"], refs["reference_label"], strict=True))
     return f"Each model's reference (the row its variants are measured against), from the store: {named}."
 
 
 def pareto_table(df: pd.DataFrame) -> pd.DataFrame:
     """The figure's data: size and bits per byte of every file, front marked, smallest first."""
-    t = quality_table(df)[["Size (MiB)", "Bits per byte", "Pareto front"]]
+    t = quality_table(real(df))[["Size (MiB)", "Bits per byte", "Pareto front"]]
     return t.sort_values(["Size (MiB)", "Bits per byte"])
 
 
 def reading(df: pd.DataFrame) -> str:
     """The front in words, computed from the rows (so the sentence cannot disagree with the table)."""
+    df = real(df)
     q = _one_per_variant(df).set_index(["model", "quant"])
     front = pareto_front(df)
     named = [
@@ -234,6 +277,7 @@ def plot_pareto(df: pd.DataFrame):
     from matplotlib.ticker import FuncFormatter
 
     sns.set_theme(style="whitegrid")
+    df = real(df)
     q = _one_per_variant(df).copy()
     q["model name"] = _name(q)
     front = pd.DataFrame(pareto_front(df), columns=["model", "quant"]).merge(q, on=["model", "quant"])

@@ -54,10 +54,14 @@ def offline_source() -> Source:
     )
 
 
+# The corpus sources, declared once: every option, check and parameter takes them from here.
+SOURCES = ("auto", "wikitext", "offline")
+
+
 def load_texts(source: str = "auto") -> tuple[list[str], Source]:
-    """All texts of a source, in order. ``source`` is ``auto``, ``wikitext`` or ``offline``."""
-    if source not in ("auto", "wikitext", "offline"):
-        raise UserError(f"Unknown corpus source {source!r}; choose auto, wikitext or offline.")
+    """All texts of a source, in order. ``source`` is one of ``SOURCES``."""
+    if source not in SOURCES:
+        raise UserError(f"Unknown corpus source {source!r}; choose {', '.join(SOURCES)}.")
     reachable = hub_reachable()
     if source == "wikitext" and not reachable:
         raise UserError(

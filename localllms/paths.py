@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
-RESULTS_DIR = DATA_DIR / "results"  # tracked: only `make record` and `make bench` write here
+RESULTS_DIR = DATA_DIR / "results"  # tracked: only `make record` writes here
 # Everything a run produces (executed notebooks, results, images, the HTML) goes under _build/;
 # a run never changes a tracked file.
 BUILD_DIR = PROJECT_ROOT / "_build"
@@ -82,3 +83,72 @@ def code_key(*modules: str) -> str:
         for f in files:
             digest.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) so big files hash once."""
+    path = Path(path).resolve()
+    st = path.stat()
+    memo_file = cache_dir() / "sha256-memo.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    if key in memo:
+        return memo[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    memo[key] = digest.hexdigest()
+    write_atomic(memo_file, json.dumps(memo))
+    return memo[key]
+
+
+# --------------------------------------------------------------------------- what code reaches
+
+
+def _imports(source: str, package: str = "") -> set[str]:
+    """Modules of localllms a piece of code imports (``package`` resolves relative imports)."""
+    names: set[str] = set()
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython magics: fall back to no imports from this cell
+        return names
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative, inside the package
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
+                base = [p for p in base if p]
+                mod = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            elif node.module and (node.module == "localllms" or node.module.startswith("localllms.")):
+                mod = node.module.removeprefix("localllms").lstrip(".")
+            else:
+                continue
+            names.add(mod)
+            names.update(f"{mod}.{a.name}" if mod else a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name.removeprefix("localllms.") for a in node.names if a.name.startswith("localllms."))
+    return names
+
+
+def package_modules(sources: list[str]) -> list[str]:
+    """Every localllms module the code reaches, following imports through the package."""
+    root = Path(__file__).resolve().parent
+    seen: set[str] = set()
+    todo = [m for s in sources for m in _imports(s)]
+    while todo:
+        name = todo.pop()
+        path = root.joinpath(*name.split(".")) if name else root
+        if path.is_dir() and (path / "__init__.py").exists():
+            file, package = path / "__init__.py", name
+        elif path.with_suffix(".py").exists():
+            file, package = path.with_suffix(".py"), name.rpartition(".")[0]
+        else:
+            continue  # a name imported from a module (a function or class), not a module
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(_imports(file.read_text(), package))
+    return sorted(n for n in seen if n)

@@ -9,8 +9,10 @@ a command-line run), which a kernel does not capture.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any, TypeVar
@@ -39,6 +41,7 @@ class Bar:
         stream = self._ctx.__enter__()
         # a file is tailed into a terminal: let tqdm draw a bar of fixed width, not ask the file for one
         self.bar = tqdm(total=total, desc=desc, unit=unit, file=stream, disable=not enabled, ncols=100, **kw)
+        self._started, self._desc = time.monotonic(), desc
 
     def update(self, n: int = 1) -> None:
         self.bar.update(n)
@@ -49,6 +52,7 @@ class Bar:
     def close(self) -> None:
         self.bar.close()
         self._ctx.__exit__(None, None, None)
+        _record_stage(self._desc, int(getattr(self.bar, "n", 0)), time.monotonic() - self._started)
 
     def __enter__(self) -> Bar:
         return self
@@ -66,6 +70,20 @@ def track(
         for item in items:
             yield item
             bar.update()
+
+
+def stages_file() -> str | None:
+    """Where finished stages are recorded (one JSON line each), beside the progress file."""
+    path = os.environ.get(ENV)
+    return f"{path}.stages.jsonl" if path else None
+
+
+def _record_stage(desc: str, n: int, seconds: float) -> None:
+    """Each finished bar, with its duration: the breakdown of where a run's time goes."""
+    path = stages_file()
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"stage": desc, "items": n, "seconds": round(seconds, 2)}) + "\n")
 
 
 def note(text: str) -> None:

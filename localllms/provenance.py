@@ -35,6 +35,8 @@ def record(build: BuildInfo, model: ResolvedModel | None = None, threads: int | 
         "llama_cpp_commit": build.llama_cpp_commit,
         "llama_cpp_python": build.llama_cpp_python_version,
         "build_flags": build.flags_summary,
+        "build_configuration": build.configuration,
+        "build_note": build.note,
         "compiler": build.compiler,
         "threads": threads,
     }
@@ -50,6 +52,8 @@ def line(build: BuildInfo, model: ResolvedModel | None = None, threads: int | No
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM",
         f"llama.cpp {build.llama_cpp_commit} (llama-cpp-python {build.llama_cpp_python_version}; {build.flags_summary})",
     ]
+    if build.note:  # a build other than the native one says why, on every page
+        parts.append(f"build: {build.note}")
     if model is not None:
         parts.append(f"model {model.path.name} sha256 {model.sha256[:16]}…")
     if threads:

@@ -28,6 +28,11 @@ that scheduler's workers. Dask's dashboard shows the tasks; the terminal gets a 
   are all in the store already is not submitted again; ``force=True`` (``--force``) runs it anyway.
   The study caches each of its stages by content besides, so a task that does run recomputes only
   what changed. A model name that is wrong on every machine stops the sweep before a cluster starts.
+* **Synthetic specs** (``synth:NAME`` with the sweep's types, or ``synth:NAME:TYPE``): a published
+  architecture with made-up weights, written on each machine, measures a real size's speed there
+  without its download. The study would refuse it (quality is never computed on synthetic weights),
+  so its task is ``sizes.speed_only``: speed rounds, rows with ``synthetic`` set and the quality
+  columns empty, skipped on a rerun once their speeds are stored.
 * **Failures.** A task that fails (a bad model path, a worker lost) is reported with its reason,
   and so is a worker that cannot take part (no build, other code); the other tasks finish, and the
   command exits non-zero.
@@ -52,34 +57,17 @@ import pandas as pd
 
 from . import defaults, progress, store
 from .errors import UserError
-from .paths import cache_dir, code_key, content_key, write_atomic
+from .paths import cache_dir, code_key, content_key, package_modules, write_atomic
 from .study.config import StudyConfig
 from .study.pipeline import RUN_KEY, TABLE
-from .sweep_rules import already_stored, check, matching, run_values, stored_rows, study_slots
+from .sweep_rules import Machine, already_stored, check, matching, run_values, stored_rows, study_slots
 
 # The package code a worker runs: a worker whose copy differs from the client's would write rows
 # that the client's keys do not describe, so it is left out (install the same commit everywhere).
-CODE_MODULES = ("study", "sweep", "sweep_rules", "evaluate", "metrics", "bench", "quantize", "corpus", "models", "build",
-                "provenance", "selection.quality")  # fmt: skip
+# The code a worker must share with the client: every module the sweep's study reaches.
+CODE_MODULES = tuple(package_modules(["from localllms import sweep", "from localllms.study import pipeline"]))
 WAIT_SECONDS = 2.0  # how often the client looks for finished tasks and for hosts that left
 LOST_AFTER = 30.0  # seconds a host may be without a worker (one restarting) before its tasks fail
-
-
-@dataclass
-class Machine:
-    """A CPU model and a llama.cpp build: what the store's key calls a machine."""
-
-    cpu: str
-    build_key: str
-    llama_cpp_commit: str
-    cpu_features: str
-    hosts: list[str]  # worker hosts (addresses) of this machine; a host that leaves is dropped
-    hostnames: tuple[str, ...]
-    cores: dict[str, int] = field(default_factory=dict)  # per host
-
-    @property
-    def label(self) -> str:
-        return f"{', '.join(self.hostnames)} ({self.cpu}, build {self.build_key})"
 
 
 @dataclass
@@ -147,7 +135,7 @@ def _machine() -> dict:
     return {
         "hostname": socket.gethostname(),
         "cpu": m["cpu"],
-        "cores": defaults.threads(None),
+        "cores": defaults.cores(),
         "cpu_features": " ".join(info.cpu_features),
         "build_key": info.key,
         "llama_cpp_commit": info.llama_cpp_commit,
@@ -171,7 +159,10 @@ def _probe(config: StudyConfig) -> dict:
     from .build import current_build
     from .models import resolve
     from .quantize import check_quant_types, reference_label
+    from .sizes import speed_only
 
+    if speed_only.is_synthetic_spec(config.model):  # speed only: its files are written on this machine
+        return speed_only.probe(config)
     try:
         quants = check_quant_types(list(config.quant_types), current_build())
         model = resolve(config.model)
@@ -187,33 +178,26 @@ def _probe(config: StudyConfig) -> dict:
 
 
 def _study(config: StudyConfig, slots: int) -> dict:
-    """Run on a worker: one whole study, its rows with bits per byte and this machine's provenance."""
-    from . import provenance
-    from .selection.quality import bits_per_byte
+    """Run on a worker: one whole study (its rows, written by the pipeline's one writer with this
+    host's name and study slots, and bits per byte from the evaluation)."""
+    from .sizes import speed_only
     from .study import pipeline
 
     started = time.monotonic()
+    host = {"hostname": socket.gethostname(), "host_study_slots": slots}
     try:
-        with tempfile.TemporaryDirectory(prefix="localllms-sweep-") as tmp:
-            # the task's own scratch store and CSV: the shared store is written by the client only
-            result = pipeline.run(config, False, Path(tmp) / "task.duckdb", results_dir=Path(tmp))
-        models = [result.reference, *result.variants]
-        n_ctx = max(1024, result.evaluation.n_ctx)
-        bpb = {
-            m.display: bits_per_byte(m, result.prompts.texts, config.n_threads, result.build, n_ctx).bpb for m in models
-        }
+        if speed_only.is_synthetic_spec(config.model):  # never quality on synthetic weights: speed rounds only
+            rows = speed_only.study(config, host, progress_bars=False)
+            digest, build_key = speed_only.model_digest(config), str(rows["build_key"].iloc[0])
+        else:
+            with tempfile.TemporaryDirectory(prefix="localllms-sweep-") as tmp:
+                # the task's own scratch store and CSV: the shared store is written by the client only
+                result = pipeline.run(config, False, Path(tmp) / "task.duckdb", results_dir=Path(tmp), host=host)
+            rows, digest, build_key = result.rows.copy(), result.model.sha256, result.build.key
     except UserError as exc:
         return {"error": str(exc), "hostname": socket.gethostname()}
-    rows = result.rows.copy()
-    machine = provenance.machine()
-    rows["bpb"] = rows["quant"].map(bpb)
-    rows["hostname"] = socket.gethostname()
-    rows["cpu_features"] = " ".join(result.build.cpu_features)
-    rows["ram_gib"] = machine["ram_gib"]
-    rows["os"] = machine["os"]
-    rows["host_study_slots"] = slots
     # this machine's own copy of the rows, should the client be gone when the task ends
-    key = content_key(code_key("sweep"), asdict(config), result.model.sha256, result.build.key, socket.gethostname())
+    key = content_key(code_key("sweep"), asdict(config), digest, build_key, socket.gethostname())
     write_atomic(cache_dir("sweep", "rows") / f"{key}.parquet", rows.to_parquet(index=False))
     return {"rows": rows, "seconds": round(time.monotonic() - started, 1), "hostname": socket.gethostname()}
 
@@ -320,7 +304,7 @@ def run(
             "The number of workers sizes a LocalCluster; a cluster at a scheduler has the workers started "
             "on its machines (`dask worker ADDRESS --nthreads 1`)."
         )
-    n_local = workers or study_slots(defaults.threads(None), local_threads)
+    n_local = workers or study_slots(defaults.cores(), local_threads)
     client, cluster, description = _connect(scheduler, n_local)
     outcomes: list[Outcome] = []
     try:
@@ -369,7 +353,7 @@ def _sweep(
             outcomes.append(Outcome(spec, m.label, "failed", probe["error"]))
             continue
         values = run_values(template, m, probe)
-        labels = [probe["reference"], *probe["quants"]]
+        labels = probe.get("labels") or [probe["reference"], *probe["quants"]]  # a synthetic spec has no reference
         wanted.append((values, labels))
         if not force and already_stored(stored, values, labels):
             have = matching(stored, values)

@@ -15,10 +15,9 @@ once, and which studies the store already holds (``localllms.sweep`` runs them o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -27,8 +26,22 @@ from .errors import UserError
 from .study.config import StudyConfig
 from .study.pipeline import RUN_KEY, TABLE
 
-if TYPE_CHECKING:
-    from .sweep import Machine
+
+@dataclass
+class Machine:
+    """A CPU model and a llama.cpp build: what the store's key calls a machine."""
+
+    cpu: str
+    build_key: str
+    llama_cpp_commit: str
+    cpu_features: str
+    hosts: list[str]  # worker hosts (addresses) of this machine; a host that leaves is dropped
+    hostnames: tuple[str, ...]
+    cores: dict[str, int] = field(default_factory=dict)  # per host
+
+    @property
+    def label(self) -> str:
+        return f"{', '.join(self.hostnames)} ({self.cpu}, build {self.build_key})"
 
 
 def study_slots(cores: int, threads: int) -> int:
@@ -37,22 +50,15 @@ def study_slots(cores: int, threads: int) -> int:
 
 
 def spec_problem(spec: str) -> str | None:
-    """Why ``spec`` names no model on any machine (a sentence), or None; the branches are
-    ``models.resolve``'s, without looking at a file (a path may exist on a worker only)."""
-    from .models import _HUB_SPEC, CATALOG
+    """Why ``spec`` names no model on any machine (a sentence), or None: ``models.parse_spec``'s
+    grammar, without looking at a file (a path may exist on a worker only)."""
+    from .models import parse_spec
 
-    if spec in CATALOG:
-        return None
-    if spec.startswith("hf://") or (":" in spec and not Path(spec).exists()):
-        if _HUB_SPEC.match(spec):
-            return None
-        return f"{spec!r} is not a hub file spec; write it as owner/repo:file.gguf or hf://owner/repo/file.gguf."
-    if Path(spec).exists() or spec.endswith(".gguf") or os.sep in spec:
-        return None
-    return (
-        f"Unknown model {spec!r}: use a catalog name ({', '.join(CATALOG)}), a path to a .gguf file, "
-        "or a hub file as owner/repo:file.gguf."
-    )
+    try:
+        parse_spec(spec)
+    except UserError as exc:
+        return str(exc)
+    return None
 
 
 def check(models: Sequence[str], workers: int | None, local_threads: int) -> list[str]:
@@ -66,7 +72,7 @@ def check(models: Sequence[str], workers: int | None, local_threads: int) -> lis
     problems = [p for p in map(spec_problem, specs) if p]
     if problems:
         raise UserError(" ".join(problems))
-    cores = defaults.threads(None)
+    cores = defaults.cores()
     allowed = study_slots(cores, local_threads)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise UserError(f"The number of workers must be a whole number of at least 1, not {workers!r}.")
@@ -90,20 +96,14 @@ def stored_rows(store_path: Path = store.STORE) -> pd.DataFrame:
 
 
 def run_values(config: StudyConfig, machine: Machine, probe: dict) -> dict:
-    """The RUN_KEY values (but the quant) that a study of ``config`` on ``machine`` will store."""
+    """The RUN_KEY values (but the quant) that a study of ``config`` on ``machine`` will store:
+    the machine's, and every declared parameter's (``StudyConfig.run_values``)."""
     return {
         "model_sha256": probe["sha256"],
         "cpu": machine.cpu,
         "llama_cpp_commit": machine.llama_cpp_commit,
         "build_key": machine.build_key,
-        "threads": probe["threads"],
-        "n_prompts": config.num_prompts,
-        "min_prompt_length": config.min_prompt_length,
-        "max_prompt_length": config.max_prompt_length,
-        "corpus": probe["corpus"],
-        "repetitions": config.repetitions,
-        "n_prompt": config.n_prompt,
-        "n_gen": config.n_gen,
+        **config.run_values(threads=probe["threads"], corpus=probe["corpus"]),
     }
 
 
@@ -117,10 +117,19 @@ def matching(stored: pd.DataFrame, values: dict) -> pd.DataFrame:
     return stored[mask]
 
 
+def synthetic_rows(rows: pd.DataFrame) -> pd.Series:
+    """Which rows are of synthetic files (speed only; rows from before the column are real)."""
+    if "synthetic" not in rows.columns:
+        return pd.Series(False, index=rows.index)
+    return rows["synthetic"].astype("boolean").fillna(False).astype(bool)
+
+
 def already_stored(stored: pd.DataFrame, values: dict, labels: Sequence[str]) -> bool:
-    """The skip rule: every label (reference and quant types) has a row, with bits per byte."""
+    """The skip rule: every label (reference and quant types) has a row, with bits per byte; a
+    synthetic file's row (speed only, never quality) with its generation speed."""
     rows = matching(stored, values)
     if rows.empty or "bpb" not in rows.columns:
         return False
-    have = set(rows.loc[rows["bpb"].notna(), "quant"])
+    complete = rows["bpb"].notna() | (synthetic_rows(rows) & rows["tg_tps"].notna())
+    have = set(rows.loc[complete, "quant"])
     return set(labels) <= have

@@ -14,6 +14,8 @@ import pytest
 from localllms import book
 from localllms.paths import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # builds the whole HTML book
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]  # fmt: skip

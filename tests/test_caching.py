@@ -24,6 +24,10 @@ ref = make_reference(resolve("smollm2-135m-instruct"), b)
 q = quantize(ref, "Q8_0", b)
 r = evaluate.evaluate_prompts(ref, [q], ["Paris is the capital of France and its largest city."], 2, b, False)
 import localllms
+
+import pytest
+
+pytestmark = pytest.mark.slow  # executes notebooks twice
 assert localllms.__file__.startswith(sys.argv[1]), localllms.__file__  # the copy, not the tree
 print(json.dumps({"computed": r.computed["Q8_0"], "kld_mean": r.summary("Q8_0")["kld_mean"]}))
 """

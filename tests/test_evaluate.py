@@ -60,6 +60,48 @@ def test_identical_models_have_zero_divergence(real_logits) -> None:
 
 
 @pytest.mark.parametrize(
+    ("model", "quants", "n_prompts"), [("smollm2", ("Q4_K_M", "Q8_0"), 40), ("gemma", ("Q2_K",), 12)]
+)
+def test_shared_decodes_give_the_numbers_of_one_prompt_at_a_time(
+    request, build, prompts, tmp_path, monkeypatch, model, quants, n_prompts
+) -> None:
+    """Prompts decoded together (one KV stream each) give every per-token record bit for bit as
+    decoding each prompt alone, the old way (a one-sequence context of 512): for a file the CPU
+    back end repacks (Q4_K_M, Q2_K: only prompts of 4k + 1 tokens share) and for one it does not
+    (F16, Q8_0: every prompt shares). Exactly, not within a tolerance: the kernels compute each
+    row as alone (see evaluate.py), so any difference is a bug."""
+    from localllms.quantize import make_reference
+
+    ref = make_reference(request.getfixturevalue(model), build)
+    variants = [quantize(ref, q, build) for q in quants]
+    texts = prompts.texts[:n_prompts]
+    assert evaluate.packing(ref.path, build) == "any"
+    assert {evaluate.packing(v.path, build) for v in variants} >= ({"4k+1"} if model == "gemma" else {"4k+1", "any"})
+    tokens, n_vocab = evaluate.tokenize(ref, texts, build)
+    lengths = [len(t) for t in tokens]
+    plan = evaluate.plan(lengths, 512, evaluate.MAX_SEQS, evaluate.SIDE_BYTES // (8 * n_vocab))
+    assert any(len(w) > 1 for w in plan) and any(len(w) > 1 and lengths[w[0]] % 4 == 1 for w in plan)
+
+    monkeypatch.setenv("LOCALLLMS_CACHE", str(tmp_path / "cache"))  # computed now, not read from an earlier run
+    shared = evaluate.evaluate_prompts(ref, [ref, *variants], texts, 2, build, progress_bars=False)
+    assert all(n == n_prompts for n in shared.computed.values())
+    alone = {m.display: evaluate.LogitsModel(m, 512, 2, build) for m in (ref, *variants)}
+    try:
+        for i, t in enumerate(tokens):
+            side = evaluate.Reference.exact(alone[ref.display].logits(t, 0, len(t) - 1))
+            expected = {ref.display: side.itself(t[1:])}
+            for v in variants:
+                expected[v.display] = evaluate.token_stats(side, alone[v.display].logits_view(t, 0, len(t) - 1), t[1:])
+            for label, want in expected.items():
+                got = shared.per_prompt[label][i]
+                for f in ("nll_base", "nll_q", "kld", "same_top"):
+                    assert np.array_equal(getattr(got, f), getattr(want, f)), (label, i, lengths[i], f)
+    finally:
+        for lm in alone.values():
+            lm.close()
+
+
+@pytest.mark.parametrize(
     ("quant", "n_prompts", "n_ctx", "chunks", "floors"), [("Q2_K", 100, 256, 4, False), ("Q4_K_M", 10, 512, 2, True)]
 )
 def test_evaluator_agrees_with_llama_perplexity(
@@ -113,7 +155,7 @@ def test_prompt_evaluation_resumes_and_adds_only_new_work(reference, q2k, build,
 
 def test_small_study_end_to_end(tmp_path) -> None:
     config = study.StudyConfig(
-        quant_types=("Q4_K_M", "Q8_0"), num_prompts=5, repetitions=2, n_prompt=32, n_gen=8, corpus_source="offline"
+        quant_types=("Q4_K_M", "Q8_0"), num_prompts=5, rounds=2, n_prompt=32, n_gen=8, corpus_source="offline"
     )
     store_path = tmp_path / "results.duckdb"
     kw = {"progress_bars": False, "store_path": store_path, "prompts_dir": tmp_path, "results_dir": tmp_path}
@@ -121,13 +163,15 @@ def test_small_study_end_to_end(tmp_path) -> None:
     df = result.rows
     assert list(df["quant"]) == ["F16 expanded from Q4_1", "Q4_K_M", "Q8_0"]
     assert (df["reference_label"] == "F16 expanded from Q4_1").all()
-    needed = "model quant reference_label size_mib bpw ppl_q ppl_ratio_pct ppl_ratio_se ln_ppl_corr_pct kld_mean kld_se kld_median kld_p99 same_top_pct pp_tps pp_sd tg_tps tg_sd threads n_prompts llama_cpp_commit cpu model_sha256".split()
+    needed = "model quant reference_label size_mib bpw ppl_q ppl_ratio_pct ppl_ratio_se ln_ppl_corr_pct kld_mean kld_se kld_median kld_p99 same_top_pct bpb pp_tps pp_lo pp_hi tg_tps tg_lo tg_hi tg_vs_ref tg_vs_ref_lo tg_vs_ref_hi rounds shuffle_seed threads n_prompts llama_cpp_commit cpu model_sha256".split()
     assert not set(needed) - set(df.columns)
     base = df.iloc[0]
     assert base["kld_mean"] == 0 and base["ppl_ratio_pct"] == 0 and base["same_top_pct"] == 100
     assert df.loc[df["quant"] == "Q8_0", "kld_mean"].item() < df.loc[df["quant"] == "Q4_K_M", "kld_mean"].item()
     assert (df["size_mib"].iloc[1:] < base["size_mib"]).all()
-    assert (df["tg_tps"] > 0).all() and (df["pp_sd"] >= 0).all()
+    assert (df["tg_tps"] > 0).all() and df["pp_lo"].isna().all()  # 2 rounds: a median, no interval (5 needed)
+    assert df["tg_vs_ref"].iloc[0] == 1.0 and (df["bpb"] > 0).all()  # the reference against itself, round by round
+    assert len(result.speed.runs) == 2 * (3 * 2 + 1)  # 2 rounds: 3 models (pp, tg) and the bandwidth probe
     # a rerun replaces its rows in the store instead of adding to them
     study.run(config, **kw)
     counts = store.query("SELECT quant, count(*) AS n FROM quantization GROUP BY quant", store_path)

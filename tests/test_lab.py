@@ -12,8 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 from localllms.paths import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow  # starts JupyterLab
 
 
 def _free_port() -> int:

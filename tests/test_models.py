@@ -80,6 +80,30 @@ def test_truncated_gguf(smollm2, tmp_path: Path, keep: int) -> None:
         resolve(str(cut))
 
 
+@pytest.mark.parametrize("version", [99, 1, 0x03000000])  # newer, too old, a big-endian version 3
+def test_a_gguf_of_another_version_is_named_before_anything_reads_it(smollm2, tmp_path: Path, version: int) -> None:
+    other = tmp_path / "other.gguf"
+    data = bytearray(smollm2.path.read_bytes()[:4096])  # the rest need not even be there
+    data[4:8] = version.to_bytes(4, "little")
+    other.write_bytes(bytes(data))
+    with pytest.raises(UserError) as err:
+        resolve(str(other))
+    message = str(err.value)
+    assert f"version {version}" in message and "reads versions 2 to 3" in message
+    assert "truncated" not in message and "damaged" not in message
+    assert ("newer llama.cpp" in message) == (version == 99)
+
+
+def test_gguf_versions_read_are_the_vendored_llama_cpps() -> None:
+    from localllms import gguf_file
+    from localllms.build import llama_cpp_source
+
+    header = (llama_cpp_source() / "ggml" / "include" / "gguf.h").read_text()
+    assert f"#define GGUF_VERSION {gguf_file.READ_VERSIONS[-1]}" in header
+    source = (llama_cpp_source() / "ggml" / "src" / "gguf.cpp").read_text()
+    assert "ctx->version == 1" in source  # version 1 is refused, so 2 is the first read
+
+
 def test_fast_header_reader_agrees_with_gguf_package(smollm2, gemma) -> None:
     """gguf_file reads what gguf.GGUFReader reads (every field, every tensor), only faster."""
     from gguf import GGUFReader

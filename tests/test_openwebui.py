@@ -17,10 +17,13 @@ from localllms.errors import UserError
 from localllms.models import ResolvedModel
 from localllms.serve import openwebui
 
-pytestmark = pytest.mark.skipif(
-    openwebui.installed() is None,
-    reason=f"Open WebUI is not installed in {openwebui.venv_dir()}; `make open-webui` installs it (about 3 GB)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        openwebui.installed() is None,
+        reason=f"Open WebUI is not installed in {openwebui.venv_dir()}; `make open-webui` installs it (about 3 GB)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

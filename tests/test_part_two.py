@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from localllms import bench, corpus, evaluate, imatrix, kernels, metrics, tensors
+from localllms import bandwidth, corpus, evaluate, imatrix, kernels, metrics, tensors
 from localllms.build import llama_cpp_source
 from localllms.errors import UserError
+from localllms.llama_bench import bytes_per_token
 from localllms.quantize import ImatrixRequired, quantize
 from localllms.study import importance, kvcache
 
@@ -57,36 +58,71 @@ def test_kv_cache_types_cost_quality_in_order(prompts, reference, build) -> None
     assert arch_bytes == sorted(arch_bytes, reverse=True)
 
 
-def test_llama_bench_sweep_runs_every_combination(reference, build) -> None:
-    pts = bench.llama_bench_sweep(reference, [1], [0, 64], 16, 4, 1, build=build, use_cache=False)
-    assert sorted((p.test, p.depth) for p in pts) == [("pp", 0), ("pp", 64), ("tg", 0), ("tg", 64)]
-    assert all(p.tps > 0 and p.threads == 1 and p.repack for p in pts)
+def test_rounds_measure_every_configuration_once_per_round_and_resume(reference, smollm2, build, monkeypatch,
+                                                                      tmp_path) -> None:  # fmt: skip
+    """Real llama-bench runs: each configuration once per round (depth, threads, repacking off and the
+    bandwidth probe among them); a rerun reads the rounds back, REMEASURE takes them again, and a
+    new configuration measures the whole set again (its rounds must be shared to be paired)."""
+    from localllms import rounds
+
+    monkeypatch.setenv("LOCALLLMS_CACHE", str(tmp_path))
+    plan = [
+        rounds.Setting("ref", str(reference.path), reference.sha256, 2, 16, 4),
+        rounds.Setting("ref · depth 64", str(reference.path), reference.sha256, 2, 16, 4, depth=64),
+        rounds.Setting("q4 · 1 thread", str(smollm2.path), smollm2.sha256, 1, 16, 4),
+        rounds.Setting("q4 · repack off", str(smollm2.path), smollm2.sha256, 2, 16, 0, repack=False),
+        rounds.Setting("bandwidth · 1 thread", "", "", 1, kind="bandwidth"),
+    ]
+    first = rounds.run(plan, build, 2, seed=5, progress_bars=False)
+    assert first.n_rounds == 2 and len(first.runs) == 2 * (2 + 2 + 2 + 1 + 1)
+    assert (first.runs["value"] > 0).all()
+    assert set(first.runs.loc[first.runs["label"] == "q4 · repack off", "test"]) == {"pp"}
+    assert first.values("bandwidth · 1 thread", "bw")[0] > 0
+    again = rounds.run(plan, build, 2, seed=5, progress_bars=False)
+    assert again.runs["value"].tolist() == first.runs["value"].tolist()  # read back, not measured
+    monkeypatch.setenv("LOCALLLMS_REMEASURE", "1")
+    anew = rounds.run(plan, build, 2, seed=5, progress_bars=False)
+    assert anew.runs["value"].tolist() != first.runs["value"].tolist()
+    with pytest.raises(UserError, match="share a label"):
+        rounds.run([plan[0], plan[0]], build, 1, progress_bars=False)
+    with pytest.raises(UserError, match="llama-bench failed on no-such.gguf"):
+        rounds.run([rounds.Setting("x", "/tmp/no-such.gguf", "x", 1, 8, 2)], build, 1, progress_bars=False)
 
 
 def test_roofline_pairs_each_generation_run_with_the_ceiling_around_it(smollm2, reference, build) -> None:
     """The bench's roofline: every llama-bench run is set between two reads of the model's own file,
     and the ratio is taken per run (tok/s x bytes per token over that run's ceiling)."""
-    probe = bench.file_bandwidth(smollm2.path, 2, passes=4, min_mib=0)
+    probe = bandwidth.file_bandwidth(smollm2.path, 2, passes=4, min_mib=0)
     assert len(probe.samples_gbs) == 4 and min(probe.samples_gbs) > 0
     assert probe.buffer_mib == smollm2.path.stat().st_size >> 20
-    lines = bench.generation_roofline([smollm2, reference], 2, repetitions=2, n_gen=8, passes=2, build=build)
+    lines = bandwidth.generation_roofline([smollm2, reference], 2, repetitions=2, n_gen=8, passes=2, build=build)
     for m in (smollm2, reference):
         r = lines[m.display]
-        assert r.bytes_per_token == bench.bytes_per_token(m.path) and len(r.tg_tps) == len(r.ceiling_gbs) == 2
+        assert r.bytes_per_token == bytes_per_token(m.path) and len(r.tg_tps) == len(r.ceiling_gbs) == 2
         assert r.ratios == pytest.approx(
             [t * r.bytes_per_token / 1e9 / c for t, c in zip(r.tg_tps, r.ceiling_gbs, strict=True)]
         )
         assert 0 < r.ratio < 5 and min(r.ceiling_gbs) > 0
     with pytest.raises(UserError, match="bandwidth probe failed: /no/such/model.gguf: No such file"):
-        bench.file_bandwidth(Path("/no/such/model.gguf"), 2)
+        bandwidth.file_bandwidth(Path("/no/such/model.gguf"), 2)
 
 
 def test_kernel_paths_of_this_build(build) -> None:
-    paths = kernels.matmul_paths(cpu_flags=build.cpu_features)
+    paths = kernels.matmul_paths()  # what the build reports compiled in (its smoke test's record)
+    assert set(build.compiled) >= {"AVX2", "LLAMAFILE", "REPACK"}
+    assert ("AMX_INT8" in build.compiled) == bool(paths.amx)
+    assert paths == kernels.matmul_paths(compiled=build.compiled)
+    with_amx = kernels.matmul_paths(compiled=[*build.compiled, "AMX_INT8"])
+    assert (
+        with_amx.prompt("Q4_1") == "AMX"
+        and with_amx.generation("Q4_K") == "AMX"
+        and with_amx.prompt("Q5_1") == "generic"
+    )
     assert {"Q8_0", "Q4_0", "Q5_0", "F16"} <= set(paths.tinyblas)
     assert {"Q6_K", "Q5_K", "Q3_K"} <= set(paths.tiled)
-    assert paths.prompt("Q5_1") == "generic" and paths.prompt("Q4_1") == "generic"
-    if "avx2" in build.cpu_features:
+    if not paths.amx:
+        assert paths.prompt("Q5_1") == "generic" and paths.prompt("Q4_1") == "generic"
+    if "AVX2" in build.compiled:
         assert paths.prompt("Q4_0") == "repack" and paths.repack["Q4_0"].startswith("q4_0_")
     fb = tensors.fallbacks()
     assert fb["Q5_K"] == "Q5_1" and fb["Q2_K"] == "Q4_0" and fb["IQ2_XS"] == "IQ4_NL"
@@ -117,24 +153,3 @@ def test_quoted_imatrix_figures_match_the_vendored_readme() -> None:
         assert float(cells[5].split("±")[0]) == r["kld_mean"]
         assert float(cells[6].split("±")[0]) == r["dp_mean_pct"] and float(cells[7].split("±")[0]) == r["dp_rms_pct"]
     assert isinstance(q, pd.DataFrame)
-
-
-def test_bandwidth_is_kept_with_the_sweeps_it_is_compared_with(build, monkeypatch, tmp_path) -> None:
-    """Measured once (for real) and read back while the sweeps' inputs are unchanged; REMEASURE
-    measures it again, as it does the sweeps."""
-    from localllms import progress
-    from localllms.study import speed
-
-    monkeypatch.setenv("LOCALLLMS_CACHE", str(tmp_path))
-    bar = progress.Bar(3, "bandwidth", "run", False)
-    first = speed._bandwidth(["sha-a"], ([1], 128, 32, 2), build, bar)
-    assert list(first) == [1] and first[1] > 0
-    calls = []
-    real = bench.memory_bandwidth
-    monkeypatch.setattr(bench, "memory_bandwidth", lambda *a, **k: calls.append(a) or real(*a, **k))
-    assert speed._bandwidth(["sha-a"], ([1], 128, 32, 2), build, bar) == first and not calls  # read back
-    speed._bandwidth(["sha-b"], ([1], 128, 32, 2), build, bar)  # another model: measured anew
-    monkeypatch.setenv("LOCALLLMS_REMEASURE", "1")
-    speed._bandwidth(["sha-a"], ([1], 128, 32, 2), build, bar)
-    assert len(calls) == 2
-    bar.close()

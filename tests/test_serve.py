@@ -106,6 +106,17 @@ def test_busy_port_is_one_sentence(build: BuildInfo, smollm2: ResolvedModel, tmp
     assert srv.proc is None  # nothing was launched
 
 
+def test_a_port_held_by_another_server_is_refused(smol_server: serve.LlamaServer, tmp_path: Path) -> None:
+    # the chapter's old demonstration: a second llama-server asked for the port the first one holds
+    second = serve.LlamaServer(smol_server.model, threads=1, port=smol_server.port, log_dir=tmp_path)
+    with pytest.raises(UserError) as err:
+        second.start()
+    assert _one_sentence(str(err.value)) == (
+        f"Port 127.0.0.1:{smol_server.port} is already in use; pass another port, or port=None to pick a free one."
+    )
+    assert second.proc is None and smol_server.health() == {"status": "ok"}  # the first one is untouched
+
+
 def test_startup_failure_shows_the_log_tail(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
     srv = serve.LlamaServer(smollm2, threads=1, build=build, log_dir=tmp_path, extra_args=["--no-such-flag"])
     with pytest.raises(UserError) as err:
@@ -124,6 +135,8 @@ def test_api_key_is_required_when_set(build: BuildInfo, smollm2: ResolvedModel, 
             srv.url + "/v1/chat/completions", json={"messages": serve.chapter_messages(), "max_tokens": 2}, timeout=30
         )
         assert r.status_code == 401
+        r = requests.post(srv.url + "/v1/completions", json={"prompt": serve.COMPLETION_PROMPT}, timeout=30)
+        assert r.status_code == 401 and r.json()["error"]["message"] == "Invalid API Key"
         assert requests.get(srv.url + "/health", timeout=10).status_code == 200  # health stays public
         anonymous = serve.Endpoint(base_url=srv.url, name="llama-server")
         with pytest.raises(UserError, match="401 Unauthorized"):
@@ -135,6 +148,7 @@ def test_api_key_is_required_when_set(build: BuildInfo, smollm2: ResolvedModel, 
         with pytest.raises(UserError, match="401 Unauthorized"):
             serve.complete(anonymous, "hello", n_predict=2)
         assert serve.chat_requests(srv, max_tokens=2).usage["completion_tokens"] >= 1
+        assert serve.ask(srv, "openai", max_tokens=2).usage["completion_tokens"] >= 1  # the key goes with every client
 
 
 def test_dead_server_gives_a_clear_error_within_seconds(
@@ -175,6 +189,16 @@ def test_chat_with_requests_and_openai_agree(smol_server: serve.LlamaServer) -> 
         assert res.usage["completion_tokens"] == 12 and res.finish_reason == "length"
         assert res.timings and res.timings["predicted_n"] == 12
     assert a.content == b.content  # greedy, same seed, prompt recomputed: the same reply
+
+
+def test_ask_sends_a_chat_to_a_model_with_a_chat_template(smol_server: serve.LlamaServer) -> None:
+    assert smol_server.chat_template
+    for client in ("requests", "openai"):
+        reply = serve.ask(smol_server, client, max_tokens=6)
+        assert reply.client == client and reply.raw["object"] == "chat.completion"
+        assert reply.content == serve.chat_requests(smol_server, max_tokens=6).content
+    with pytest.raises(UserError, match="client must be one of requests, openai"):
+        serve.ask(smol_server, "curl")
 
 
 def test_tokenize_agrees_with_the_model_tokenizer(
@@ -388,9 +412,25 @@ def test_open_loop_at_two_rates(build: BuildInfo, smollm2: ResolvedModel, tmp_pa
             assert all(r["ok"] and r["sent_s"] >= r["scheduled_s"] - 1e-3 for r in rows), rows
             assert all(r["output_tokens"] == 4 and len(r["itl_ms"]) == 3 for r in rows)
             assert duration == max(r["done_s"] for r in rows) > schedule[-1]
-            summary = serve.run_summary(pd.DataFrame(rows), target, duration)
+            summary = serve.run_summary(pd.DataFrame(rows), target, duration, min_requests=3)
             assert summary["sent"] == 3 and summary["failed"] == 0 and summary["attainment"] == 1.0
+            assert summary["met"] == 3 and summary["meets_target"]
             assert summary["goodput_rps"] == pytest.approx(3 / duration)
+
+
+def test_a_probe_that_could_not_send_every_request_does_not_pass(
+    build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path
+) -> None:
+    from localllms.serve.loadgen import run_probe
+
+    workload = serve.Workload(("Tell me about cats.",), max_tokens=3, chat=True)
+    target = serve.ServiceTarget(ttft_ms=60_000, tpot_ms=10_000, attainment=0.9)  # every request sent meets it
+    schedule = serve.poisson_arrivals(0.5, 3, seed=5)
+    with serve.LlamaServer(smollm2, threads=1, parallel=2, build=build, log_dir=tmp_path) as srv:
+        cut = run_probe(srv, workload, 0.5, 3, 5, target, budget=schedule[1] / 2)  # only the first is sent in time
+    s = cut["summary"]
+    assert s["sent"] == 1 and s["met"] == 1 and s["attainment"] == 1.0
+    assert not s["meets_target"]  # 1 of 1 met, but 3 were asked for: a short probe proves nothing
 
 
 def test_records_go_to_the_store_with_provenance(build: BuildInfo, smollm2: ResolvedModel, tmp_path: Path) -> None:
@@ -414,8 +454,10 @@ def test_base_model_is_served_through_completions(build: BuildInfo, gemma: Resol
         t = workload.send(srv, 1)
         a = serve.completion_requests(srv, serve.COMPLETION_PROMPT, max_tokens=4)
         b = serve.completion_openai(srv, serve.COMPLETION_PROMPT, max_tokens=4)
+        asked = serve.ask(srv, "openai", max_tokens=4)  # picks /v1/completions from the model: no chat template
     assert t.output_tokens == 4 and len(t.itl_ms) == 3
     assert a.content and a.content == b.content and a.usage["completion_tokens"] == 4
+    assert asked.raw["object"] == "text_completion" and asked.content == a.content
 
 
 def test_llama_cli_continues_text_on_a_base_model(build: BuildInfo, gemma: ResolvedModel) -> None:

@@ -32,9 +32,11 @@ from localllms.study import StudyConfig
 from localllms.study import run as run_study
 from localllms.study.pipeline import RUN_KEY
 
+pytestmark = pytest.mark.slow  # runs studies on Dask clusters
+
 MODELS = ["smollm2-135m-instruct", "gemma-3-270m"]
-TINY = StudyConfig(quant_types=("Q4_K_M",), num_prompts=3, threads=1, repetitions=1, n_prompt=16, n_gen=8)
-TINY_ARGS = ["--quants", "Q4_K_M", "--prompts", "3", "--threads", "1", "--repetitions", "1", "--n-prompt", "16",
+TINY = StudyConfig(quant_types=("Q4_K_M",), num_prompts=3, threads=1, rounds=1, n_prompt=16, n_gen=8)
+TINY_ARGS = ["--quants", "Q4_K_M", "--prompts", "3", "--threads", "1", "--rounds", "1", "--n-prompt", "16",
              "--n-gen", "8"]  # fmt: skip
 
 

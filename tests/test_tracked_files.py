@@ -16,6 +16,8 @@ import pytest
 
 from localllms.paths import OUTPUT_RESULTS_DIR, PROJECT_ROOT
 
+pytestmark = pytest.mark.slow  # runs a study and a notebook end to end
+
 
 def _status() -> set[str]:
     out = subprocess.run(
@@ -42,7 +44,7 @@ def test_a_non_default_study_writes_only_under_build() -> None:
             "Q8_0",
             "--prompts",
             "3",
-            "--repetitions",
+            "--rounds",
             "1",
             "--n-prompt",
             "16",

@@ -16,7 +16,7 @@ question:
    routes agree (``route_check``); ``fit_params``: what llama.cpp's ``llama-fit-params``
    projects for the same files.
 3. How good is it? ``quality``: bits per byte, comparable across tokenizers.
-4. How fast is it? ``timing``: time to first token and per output token, from ``llama-bench``.
+4. How fast is it? ``timing``: time to first token and per output token, from interleaved speed rounds.
 5. What does it cost? ``cost``: cost per input and output token, total cost of ownership and
    the break-even volume against cloud prices; ``licenses``: what the license allows.
 
@@ -101,7 +101,8 @@ from .published import (
 )
 from .quality import BitsPerByte, bits_per_byte, quality_table
 from .ranking import recommend
-from .timing import speed, speed_table
+from .timing import speed_table, speeds
+from .validation import estimate_vs_measured, kv_growth, mmap_table
 
 __all__ = [
     "CACHE_BYTES",
@@ -179,7 +180,10 @@ __all__ = [
     "route_vs_measured",
     "runtime_footprint",
     "shown_command",
-    "speed",
+    "speeds",
+    "estimate_vs_measured",
+    "kv_growth",
+    "mmap_table",
     "speed_table",
     "tco",
     "tensor_type",

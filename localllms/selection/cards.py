@@ -96,7 +96,7 @@ def hardware() -> Hardware:
     vm = psutil.virtual_memory()
     return Hardware(
         cpu=cpu_name(),
-        cores=defaults.threads(None),  # the cores this process may use, by the one rule for thread counts
+        cores=defaults.cores(),  # the cores this process may use
         ram_total=int(vm.total),
         ram_available=int(vm.available),
         cpu_features=cpu_features(),

@@ -80,10 +80,10 @@ def plot_quality_speed(quality: Sequence[BitsPerByte], speeds: Sequence[dict]) -
     s = {r["model"]: r for r in speeds}
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in quality:
-        x, y = s[r.model]["tg_tps"], r.bpb
-        ax.errorbar(x, y, xerr=s[r.model]["tg_sd"], fmt="o", ms=8, capsize=3)
-        ax.annotate(r.model, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
-    ax.set_xlabel("generation (tokens/s, ± sd)")
+        e, y = s[r.model]["tg"], r.bpb
+        ax.errorbar(e.median, y, xerr=[[e.median - e.lo], [e.hi - e.median]], fmt="o", ms=8, capsize=3)
+        ax.annotate(r.model, (e.median, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    ax.set_xlabel("generation (tokens/s, median and interval over rounds)")
     ax.set_ylabel("bits per byte (lower is better)")
     ax.set_title("Quality against speed on this machine")
     fig.tight_layout()

@@ -9,9 +9,10 @@ runtime's own share with a one-layer toy model written by ``write_toy_model``.
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from .. import defaults, serve
 from ..build import BuildInfo
 from ..errors import UserError
 from ..models import ResolvedModel, resolve
-from ..paths import cache_dir, content_key, write_atomic
+from ..paths import cache_dir, code_key, content_key, remeasuring, write_atomic
 from .memory import MEMORY_TOLERANCE, MIB, N_UBATCH, MemoryEstimate
 
 
@@ -130,6 +131,32 @@ def measure_memory(
         flash_attention=bool(_FLASH_ATTENTION.search(log)),
         pid=srv.pid,
     )
+
+
+def measure_memory_cached(
+    model: ResolvedModel,
+    context: int,
+    n_parallel: int = 1,
+    threads: int | None = None,
+    build: BuildInfo | None = None,
+    reuse: bool = False,
+) -> MemoryMeasurement:
+    """``measure_memory``, kept under the file's digest, the context, the slots, the threads, the
+    build and this code: a 7B server with a 512-token prompt takes a minute here, so an unchanged
+    rerun reads the measurement back. ``REMEASURE=1`` measures again, unless ``reuse``: a chapter
+    that runs after the one that measured (its ``depends``) reads that run's measurement."""
+    from ..build import current_build
+
+    build = build or current_build()
+    n_threads = defaults.threads(threads)
+    key = content_key(code_key("selection.measure", "serve.process"), model.sha256, context, n_parallel, n_threads,
+                      build.key)  # fmt: skip
+    cached = cache_dir("selection", "memory") / f"{key}.json"
+    if cached.exists() and (reuse or not remeasuring()):
+        return MemoryMeasurement(**json.loads(cached.read_text()))
+    measured = measure_memory(model, context, n_parallel, n_threads, build)
+    write_atomic(cached, json.dumps(asdict(measured)))
+    return measured
 
 
 def compare_memory(estimate: MemoryEstimate, measured: MemoryMeasurement) -> dict:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .. import gguf_file
 from ..errors import UserError
-from ..models import ResolvedModel
+from ..model_info import ResolvedModel
 
 MIB = 2**20
 GIB = 2**30

@@ -100,6 +100,9 @@ class Hyperparameters:
     source: str  # bib key of the report or card the numbers are quoted from
     catalog: str = ""  # the catalog name, for the two models on this machine
     note: str = ""
+    # Read by the synthetic-model writer (``localllms.synth``), not by the estimate: they change no cost.
+    rope_theta: float = 0.0  # RoPE base of the global layers; 0 when not given
+    norm_eps: float = 0.0  # RMS norm epsilon; 0 when not given
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -275,6 +278,7 @@ def published_architecture(hp: Hyperparameters, ftype: str) -> Architecture:
 
 
 _INT_FIELDS = {f.name for f in fields(Hyperparameters) if f.type in ("int", int)}
+_FLOAT_FIELDS = {f.name for f in fields(Hyperparameters) if f.type in ("float", float)}
 
 
 def load_published(path: Path | str = PUBLISHED_CSV) -> list[Hyperparameters]:
@@ -291,6 +295,8 @@ def load_published(path: Path | str = PUBLISHED_CSV) -> list[Hyperparameters]:
                     text = (raw.get(f.name) or "").strip()
                     if f.name in _INT_FIELDS:
                         values[f.name] = int(text)
+                    elif f.name in _FLOAT_FIELDS:
+                        values[f.name] = float(text) if text else 0.0
                     elif f.name == "tied_embeddings":
                         if text not in ("yes", "no"):
                             raise ValueError(f"tied_embeddings must be yes or no, not {text!r}")

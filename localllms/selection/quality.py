@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import defaults
+from ..bits_per_byte import bits_per_byte_of, predicted_bytes  # noqa: F401 - re-exported beside bits_per_byte
 from ..build import BuildInfo, current_build
 from ..errors import UserError
 from ..models import ResolvedModel

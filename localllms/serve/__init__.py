@@ -13,7 +13,10 @@ One module per job; every public name is re-exported here, so ``serve.LlamaServe
 * ``load``: a bounded load test over several slots and clients.
 * ``workload``: the serving benchmark's requests, from the prompts corpus, and one timed request.
 * ``loadgen``: the serving benchmark: sequential latency with warm-up, open-loop Poisson arrivals,
-  and the search for the highest rate meeting a service target.
+  and the search for the highest rate meeting a service target; ``capacity``: its table and
+  sentences (not measuring code).
+* ``attainment``: a share of requests within the target, with its count and exact (Clopper–Pearson)
+  interval; two shares whose intervals overlap are not separated.
 * ``options``: server options (slots, continuous batching) compared on the same load;
   ``options_reading``: their table and sentences (not measuring code).
 * ``prompt_cache``: time to first token as the prompt grows, with llama-server's prompt cache and without.
@@ -24,6 +27,8 @@ One module per job; every public name is re-exported here, so ``serve.LlamaServe
   llamafile, and the comparison of the three.
 * ``webui``: the web page llama-server serves, built if needed, and its screenshot.
 * ``openwebui``: Open WebUI (optional) on the managed llama-server, and its screenshot; ``openwebui_venv``: its own venv.
+* ``chapter``: the serving chapter's calls (``Chapter``: one per section, chat or completion chosen
+  from the model, never by the notebook; ``ask``); ``figures``: its figures.
 
 Every request has a timeout and every loop is bounded in count and time, so a server that dies
 or hangs produces a :class:`~localllms.errors.UserError` within seconds instead of a hang.
@@ -31,6 +36,10 @@ or hangs produces a :class:`~localllms.errors.UserError` within seconds instead 
 
 from __future__ import annotations
 
+from . import figures
+from .attainment import Attainment, clopper_pearson
+from .capacity import capacity_text, rate_text, sweep_reading, sweep_table
+from .chapter import Chapter, OpenLoop, ask, load_average
 from .clients import (
     CHAT_SYSTEM,
     CHAT_USER,
@@ -50,7 +59,7 @@ from .clients import (
     tokenize,
 )
 from .load import load_test
-from .loadgen import check_open_loop, open_loop, rate_search, sequential_latency, sweep_reading
+from .loadgen import check_open_loop, open_loop, rate_search, sequential_latency
 from .openwebui import OpenWebUIServer, OpenWebUIShot
 from .openwebui import install as openwebui_install
 from .openwebui import installed as openwebui_installed
@@ -117,6 +126,17 @@ from .webui import (
 from .workload import Workload, corpus_workload, timed_request
 
 __all__ = [
+    # chapter, figures, attainment, capacity
+    "Chapter",
+    "OpenLoop",
+    "ask",
+    "load_average",
+    "figures",
+    "Attainment",
+    "clopper_pearson",
+    "capacity_text",
+    "rate_text",
+    "sweep_table",
     # process
     "LOOPBACK",
     "LlamaServer",

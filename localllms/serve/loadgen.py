@@ -7,7 +7,8 @@
   ones have finished (the way users arrive), against one server; ``run_probe`` summarizes one
   such run; ``rate_search`` runs it at rising rates to find the highest that meets a service
   target (``options.compare_options`` runs it once per server configuration).
-* ``check_open_loop``, ``sweep_reading``: the parameters checked, the search's outcome in sentences.
+* ``check_open_loop``: the parameters, checked before any server starts. The search's table and
+  the sentences read from it are in ``capacity``, outside the measuring code.
 
 Every loop is bounded in count and in time (no request is sent after the time budget; every
 request has a total deadline), talks only to the loopback server it started, and every result is
@@ -29,7 +30,7 @@ from ..models import ResolvedModel
 from . import records as rec
 from .clients import SEED
 from .process import LlamaServer, ManagedServer
-from .stats import RateSearch, ServiceTarget, allowed_misses, poisson_arrivals, run_summary, search_highest_rate
+from .stats import RateSearch, ServiceTarget, poisson_arrivals, run_summary, search_highest_rate
 from .workload import Workload, benchmark_server, timed_request, warm_up
 
 if TYPE_CHECKING:
@@ -127,11 +128,15 @@ class Probe:
 def run_probe(
     srv: ManagedServer, workload: Workload, rate: float, n: int, seed: int, target: ServiceTarget, budget: float
 ) -> dict:
-    """One open-loop run at ``rate``: its records, its duration and its summary against ``target``."""
+    """One open-loop run at ``rate``: its records, its duration and its summary against ``target``.
+
+    The run meets the target only if all ``n`` requests were sent within ``budget`` and the share of
+    them within the bounds reaches the target's (:meth:`~localllms.serve.stats.ServiceTarget.met_by`).
+    """
     import pandas as pd
 
     rows, duration = open_loop(srv, workload, rate, n, seed, first_request=0, time_budget_s=budget)
-    summary = run_summary(pd.DataFrame(rows), target, duration) if rows else {}
+    summary = run_summary(pd.DataFrame(rows), target, duration, min_requests=n) if rows else {}
     return {"rate": rate, "records": rows, "duration_s": duration, "summary": summary}
 
 
@@ -152,29 +157,10 @@ class SweepResult:
         return self.search.highest_passing
 
     def table(self, digits: int = 2) -> pd.DataFrame:
-        """One row per probed rate: throughput, latency percentiles, attainment and goodput."""
-        import pandas as pd
+        """One row per probed rate: throughput, latency percentiles, attainment with its interval, goodput."""
+        from .capacity import sweep_table
 
-        cols = {
-            "sent": "requests",
-            "failed": "failed",
-            "achieved_rps": "achieved req/s",
-            "output_tokens_per_s": "output tok/s",
-            "ttft_p50_ms": "TTFT p50 (ms)",
-            "ttft_p90_ms": "TTFT p90 (ms)",
-            "ttft_p99_ms": "TTFT p99 (ms)",
-            "tpot_p50_ms": "TPOT p50 (ms)",
-            "tpot_p99_ms": "TPOT p99 (ms)",
-            "itl_p99_ms": "ITL p99 (ms)",
-            "attainment": "meet target (share)",
-            "goodput_rps": "goodput (req/s)",
-            "meets_target": "meets target",
-        }
-        rows = []
-        for p in sorted(self.probes, key=lambda p: p.rate):
-            rows.append({"offered req/s": p.rate, **{v: p.summary.get(k) for k, v in cols.items()}})
-        df = pd.DataFrame(rows).set_index("offered req/s")
-        return df.round(digits)
+        return sweep_table(self, digits)
 
     def records(self) -> pd.DataFrame:
         import pandas as pd
@@ -194,7 +180,7 @@ def rate_search(
     warmup: int = defaults.WARMUP_REQUESTS,
     threads: int | None = None,
     seed: int = SEED,
-    time_budget_s: float = 60.0,
+    time_budget_s: float = 120.0,
     min_rate: float = 0.25,
     build: BuildInfo | None = None,
     log_dir: Path | None = None,
@@ -203,8 +189,9 @@ def rate_search(
 
     One server with ``parallel`` slots serves every probe (after ``warmup`` requests, excluded);
     each probe sends ``requests_per_rate`` requests on the same seeded schedule scaled to its
-    rate, sent within ``time_budget_s``; the search goes no lower than ``min_rate``. Each probe is
-    cached as soon as it ends, so an interrupted search resumes where it stopped.
+    rate, sent within ``time_budget_s``; a probe passes when all of them were sent and the share
+    within the bounds reaches the target's (:func:`run_probe`). The search goes no lower than
+    ``min_rate``. Each probe is cached as soon as it ends, so an interrupted search resumes where it stopped.
     """
     check_open_loop(start_rate, requests_per_rate, max_probes, tolerance, parallel)
     build = build or current_build()
@@ -230,8 +217,10 @@ def rate_search(
         )
         probes.append(Probe(got["rate"], got["records"], got["duration_s"], got["summary"]))
         bar.update()
-        bar.set_postfix_str(f"{rate:g} req/s: {got['summary'].get('attainment', 0):.0%} within target")
-        return bool(got["summary"].get("attainment", 0) >= target.attainment)
+        met, sent = int(got["summary"].get("met", 0)), int(got["summary"].get("sent", 0))
+        bar.set_postfix_str(f"{rate:g} req/s: {met} of {sent} within target")
+        # the verdict from the counts, not the stored summary: the target's share is not in the cache key
+        return target.met_by(met, sent, requests_per_rate)
 
     try:
         search = search_highest_rate(passes, start_rate, max_probes, tolerance, min_rate)
@@ -243,7 +232,7 @@ def rate_search(
     return SweepResult(probes, search, target, command, parallel, state["warmup"], seed)
 
 
-# =========================================================================== parameters and readings
+# =========================================================================== parameters
 
 
 def check_open_loop(
@@ -257,52 +246,3 @@ def check_open_loop(
             raise UserError(f"{name} must be a whole number of at least 1, not {value!r}.")
     if not isinstance(tolerance, int | float) or not tolerance > 0:
         raise UserError(f"RATE_TOLERANCE must be positive (a share of the rate, e.g. 0.25), not {tolerance!r}.")
-
-
-def sweep_reading(sweep: SweepResult) -> str:
-    """The rate search's outcome in sentences computed from its probes."""
-    table = sweep.table()
-    n = int(table["requests"].max())
-    out = []
-    hi, lo = sweep.search.highest_passing, sweep.search.lowest_failing
-    if hi is None:
-        out.append(f"No rate probed met the target ({sweep.target.describe()}).")
-    else:
-        r = table.loc[hi]
-        out.append(
-            f"The highest rate that met the target ({sweep.target.describe()}) was **{hi:g} requests/s** on "
-            f"{sweep.parallel} slots: {r['meet target (share)']:.0%} of its {int(r['requests'])} requests within "
-            f"bounds, TTFT p99 {r['TTFT p99 (ms)']:.0f} ms, TPOT p99 {r['TPOT p99 (ms)']:.0f} ms, "
-            f"{r['output tok/s']:.0f} output tokens/s."
-        )
-    if lo is not None:
-        r = table.loc[lo]
-        share = r["meet target (share)"]
-        at = f"At {lo:g} requests/s" if hi is not None else f"At the lowest rate probed, {lo:g} requests/s,"
-        out.append(
-            f"{at} {'only ' if share > 0 else ''}{share:.0%} of the requests met it (TTFT p99 "
-            f"{r['TTFT p99 (ms)']:.0f} ms, TPOT p99 {r['TPOT p99 (ms)']:.0f} ms)"
-            + (", so the capacity under this target lies between the two." if hi is not None else ".")
-        )
-    elif hi is not None:
-        out.append(f"No probed rate failed ({sweep.search.stopped}), so {hi:g} requests/s is a lower bound.")
-    out.append(
-        f"The search probed {len(sweep.probes)} rates and stopped because it {_stop_phrase(sweep.search.stopped)}. "
-        + _misses_phrase(n, sweep.target.attainment)
-    )
-    return " ".join(out)
-
-
-def _misses_phrase(n: int, attainment: float) -> str:
-    k = allowed_misses(n, attainment)
-    if k == 0:
-        return f"With {n} requests per rate, a share of {attainment:.0%} allows no miss at all, so one slow request fails a probe."
-    return f"With {n} requests per rate, a share of {attainment:.0%} allows {k} miss{'es' if k > 1 else ''} per probe."
-
-
-def _stop_phrase(stopped: str) -> str:
-    if stopped.startswith("bracketed"):
-        return "had " + stopped.replace("bracketed within", "bracketed the answer within")
-    if stopped.startswith("probe budget"):
-        return "had spent its " + stopped.replace(" spent", "")
-    return "found that " + stopped

@@ -42,7 +42,7 @@ def compare_options(
     warmup: int = defaults.WARMUP_REQUESTS,
     threads: int | None = None,
     seed: int = SEED,
-    time_budget_s: float = 60.0,
+    time_budget_s: float = 120.0,
     sweep: SweepResult | None = None,
     build: BuildInfo | None = None,
     log_dir: Path | None = None,

@@ -2,24 +2,33 @@
 sentences computed from them.
 
 Kept apart from ``options``, which measures: the serving measurements are cached by the digest of
-the measuring modules, so rewording a reading here never measures again.
+the measuring modules, so rewording a reading here never measures again. Each configuration's
+attainment is stated with its request count and its exact interval (``attainment``), and two
+configurations are called different only when those intervals do not overlap; otherwise they are
+"not separated", whatever their goodput says.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .attainment import LEVEL, Attainment, from_summary, percent
+from .capacity import rate_text
+
 if TYPE_CHECKING:
     import pandas as pd
 
+INTERVAL = f"attainment ({100 * LEVEL:g} % interval)"
+
 
 def options_table(results: list[dict], digits: int = 2) -> pd.DataFrame:
-    """One row per server configuration: attainment, goodput, throughput and latency percentiles."""
+    """One row per server configuration: throughput, latency percentiles, attainment (count and interval), goodput."""
     import pandas as pd
 
     rows = []
     for r in results:
         s = r["summary"]
+        a = from_summary(s)
         rows.append(
             {
                 "server": r["label"],
@@ -31,7 +40,9 @@ def options_table(results: list[dict], digits: int = 2) -> pd.DataFrame:
                 "TTFT p90 (ms)": s["ttft_p90_ms"],
                 "TPOT p50 (ms)": s["tpot_p50_ms"],
                 "TPOT p90 (ms)": s["tpot_p90_ms"],
-                "meet target (share)": s["attainment"],
+                "requests": a.n,
+                "met target": a.met,
+                INTERVAL: f"{percent(a.share)} % ({a.interval_text()})",
                 "goodput (req/s)": s["goodput_rps"],
             }
         )
@@ -39,50 +50,56 @@ def options_table(results: list[dict], digits: int = 2) -> pd.DataFrame:
 
 
 def best_option(table: pd.DataFrame) -> str:
-    """The configuration with the highest goodput; ties go to the lower TTFT p90, then to fewer slots."""
+    """The configuration with the highest goodput; ties go to more requests within the target, then to
+    the lower TTFT p90, then to fewer slots."""
     ranked = table.sort_values(
-        ["goodput (req/s)", "meet target (share)", "TTFT p90 (ms)", "slots (-np)"],
+        ["goodput (req/s)", "met target", "TTFT p90 (ms)", "slots (-np)"],
         ascending=[False, False, True, True],
     )
     return str(ranked.index[0])
 
 
-def options_reading(table: pd.DataFrame, rate: float, requests: int | None = None) -> str:
-    """Which server configuration served ``rate`` best, and why, as sentences computed from ``table``.
+def _attainment(row: pd.Series) -> Attainment:
+    return Attainment(int(row["met target"]), int(row["requests"]))
 
-    With ``requests`` (per configuration), two configurations whose counts of requests within the
-    target are at most one apart are not ranked: one request is what a rerun can change.
+
+def options_reading(table: pd.DataFrame, rate: float) -> str:
+    """Which server configuration served ``rate`` best, and which differences the runs can show, as sentences.
+
+    Two configurations whose attainment intervals overlap are "not separated": the runs do not show
+    that one meets the target more often than the other.
     """
     best = best_option(table)
     b = table.loc[best]
+    ab = _attainment(b)
+    at = f"At {rate_text(rate)}"
     if b["goodput (req/s)"] == 0:
         fastest = table["TTFT p90 (ms)"].idxmin()
         return (
-            f"At {rate:g} requests/s no configuration met the target for any request; the lowest TTFT p90 was "
+            f"{at} no configuration met the target for any of its {ab.n} requests; the lowest TTFT p90 was "
             f"{table.loc[fastest, 'TTFT p90 (ms)']:.0f} ms, with {fastest}."
         )
 
-    def met(x: pd.Series) -> int:
-        return round(float(x["meet target (share)"]) * requests) if requests else -1
-
-    def close(x: pd.Series, y: pd.Series) -> bool:
-        return bool(requests) and abs(met(x) - met(y)) <= 1
+    def apart(x: pd.Series, y: pd.Series) -> bool:
+        return _attainment(x).separated(_attainment(y))
 
     out = [
-        f"At {rate:g} requests/s, **{best}** had the highest goodput: {b['goodput (req/s)']:.2f} requests/s, "
-        f"{b['meet target (share)']:.0%} of requests within the target, TTFT p90 {b['TTFT p90 (ms)']:.0f} ms, "
-        f"TPOT p50 {b['TPOT p50 (ms)']:.1f} ms."
+        f"{at}, **{best}** had the highest goodput: {b['goodput (req/s)']:.2f} requests/s, {ab.text()} within the "
+        f"target, TTFT p90 {b['TTFT p90 (ms)']:.0f} ms, TPOT p50 {b['TPOT p50 (ms)']:.1f} ms."
     ]
-    tied = [i for i in table.index if i != best and close(b, table.loc[i])]
+    others = [i for i in table.index if i != best]
+    tied = [i for i in others if not apart(b, table.loc[i])]
+    below = [i for i in others if apart(b, table.loc[i])]
     if tied:
-        counts = ", ".join(f"{i} {met(table.loc[i])}" for i in tied)
         out.append(
-            f"With {requests} requests per configuration that does not separate it from {', '.join(tied)}: "
-            f"{met(b)} of {requests} requests within the target against {counts}, at most one request apart, "
-            "which a rerun can change."
+            f"It is not separated from {_names(tied)}: their {100 * LEVEL:g} % intervals overlap its own "
+            f"({_counts(table, tied)}), so these runs do not show that it meets the target more often."
         )
+    if below:
+        out.append(f"It met the target more often than {_names(below)}, whose intervals lie below its own "
+                   f"({_counts(table, below)}).")  # fmt: skip
     one = table[table["slots (-np)"] == 1]
-    if best not in one.index and len(one) and not close(b, one.iloc[0]):
+    if best not in one.index and len(one) and apart(b, one.iloc[0]):
         o = one.iloc[0]
         why = []
         if o["TTFT p90 (ms)"] > b["TTFT p90 (ms)"]:
@@ -96,7 +113,7 @@ def options_reading(table: pd.DataFrame, rate: float, requests: int | None = Non
             )
         if why:
             out.append("More slots won because " + ", ".join(why) + ".")
-    elif best in one.index and not any(close(b, table.loc[i]) for i in table.index if i != best):
+    elif best in one.index and others and not tied:
         out.append("More slots did not help: on these cores they only divided the same compute between requests.")
     for label in [i for i in table.index if not table.loc[i, "continuous batching"]]:
         n = table.loc[label]
@@ -105,16 +122,35 @@ def options_reading(table: pd.DataFrame, rate: float, requests: int | None = Non
             continue
         c = same.iloc[0]
         figures = (
-            f"({n['goodput (req/s)']:.2f} against {c['goodput (req/s)']:.2f} requests/s of goodput; TTFT p90 "
-            f"{n['TTFT p90 (ms)']:.0f} against {c['TTFT p90 (ms)']:.0f} ms)"
+            f"{n['goodput (req/s)']:.2f} against {c['goodput (req/s)']:.2f} requests/s of goodput; TTFT p90 "
+            f"{n['TTFT p90 (ms)']:.0f} against {c['TTFT p90 (ms)']:.0f} ms"
         )
-        if close(n, c):
+        an, ac = _attainment(n), _attainment(c)
+        counts = (
+            f"{an.met} of {an.n} requests within the target against {ac.met} of {ac.n} with it ({100 * LEVEL:g} % "
+            f"intervals {an.interval_text()} and {ac.interval_text()}"
+        )
+        if not an.separated(ac):
             out.append(
-                f"Turning continuous batching off ({label}) made no difference this run can show: {met(n)} against "
-                f"{met(c)} of {requests} requests within the target with the same slots with it {figures}."
+                f"Turning continuous batching off (*{label}*) made no difference these runs can show: {counts}, "
+                f"which overlap; {figures})."
             )
         else:
-            gn, gc = n["goodput (req/s)"], c["goodput (req/s)"]
-            verdict = "lower goodput than" if gn < gc else "higher goodput than" if gn > gc else "the same goodput as"
-            out.append(f"Turning continuous batching off ({label}) gave {verdict} the same slots with it {figures}.")
+            verdict = "less often" if an.met < ac.met else "more often"
+            out.append(
+                f"Turning continuous batching off (*{label}*) met the target {verdict} than the same slots with it: "
+                f"{counts}; {figures})."
+            )
     return " ".join(out)
+
+
+def _counts(table: pd.DataFrame, labels: list[str]) -> str:
+    """ "*1 slot* 8 of 16, 31–69 %; ..."."""
+    return "; ".join(f"*{i}* {_attainment(table.loc[i]).met} of {_attainment(table.loc[i]).n}, "
+                     f"{_attainment(table.loc[i]).interval_text()}" for i in labels)  # fmt: skip
+
+
+def _names(labels: list[str]) -> str:
+    """Configuration labels in italics (a label may hold a comma), joined with "and"."""
+    names = [f"*{label}*" for label in labels]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

@@ -323,6 +323,14 @@ class ScreenshotResult:
     ui_dir: Path | None
     prompt: str | None
 
+    def describe(self) -> str:
+        """What "/" answered without and with the built UI, and where the UI came from."""
+        bare, ui = self.root_without_path, self.root_with_ui
+        lines = [f"GET / on this build: HTTP {bare['status']} {bare['content_type']}: {bare['body_start']}"]
+        if ui:
+            lines.append(f"GET / with --path: HTTP {ui['status']} {ui['content_type']}, {ui['bytes']:,} bytes")
+        return "\n".join([*lines, f"UI: {self.ui_source}"])
+
 
 def slots_busy(srv: LlamaServer) -> bool:
     """Whether any slot of the server is still generating (a chat typed into a page is not done yet)."""

@@ -5,6 +5,7 @@
 * ``crosscheck``: our evaluator against llama.cpp's ``llama-perplexity`` on the same tokens;
 * ``tables``, ``figures``: what the chapter shows; ``reading``: the comparison with the
   seed chapter's quoted figures and the sentences computed from our numbers;
+* ``speed_plan``: the configurations of the study's speed rounds (main table and sweeps, one set);
 * part two: ``importance`` (importance-matrix quants and i-quants), ``kvcache`` (quantized KV
   caches), ``speed`` (depth and thread sweeps, kernels, the anomalies explained), ``anatomy``
   (bytes by tensor group, block formats), ``across`` (a second model side by side).
@@ -16,14 +17,16 @@ in ``localllms.store``.
 from .config import StudyConfig, check_part_two
 from .crosscheck import CrossCheck, crosscheck
 from .figures import plot_imatrix_gain, plot_pareto, plot_quality, plot_roofline, plot_sweeps, plot_throughput
+from .original import reading, seed_comparison, seed_table, tail_reading
 from .pipeline import Study, run, variant
-from .reading import reading, seed_comparison, seed_table, tail_reading
+from .speed_plan import SpeedPlan
 from .tables import case_study_table, pareto_front, quality_table, roofline_exceptions, roofline_table, tail_table
 
 __all__ = [
     "CrossCheck",
     "Study",
     "StudyConfig",
+    "SpeedPlan",
     "check_part_two",
     "case_study_table",
     "crosscheck",

@@ -11,7 +11,7 @@ second rounding rather than the bits.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -37,23 +37,12 @@ def run_second(
     quant_types: Sequence[str],
     num_prompts: int,
     like: StudyConfig,
-    repetitions: int = defaults.SECOND_REPETITIONS,
+    rounds: int = defaults.SECOND_ROUNDS,
     progress_bars: bool = True,
 ) -> Study:
-    """The reduced study of the second model: its own types, prompt count and llama-bench
-    repetitions, everything else as ``like``, so the comparison chapter reuses its cached rows."""
-    cfg = StudyConfig(
-        model=model,
-        quant_types=tuple(quant_types),
-        num_prompts=num_prompts,
-        min_prompt_length=like.min_prompt_length,
-        max_prompt_length=like.max_prompt_length,
-        threads=like.threads,
-        repetitions=repetitions,
-        n_prompt=like.n_prompt,
-        n_gen=like.n_gen,
-        corpus_source=like.corpus_source,
-    )
+    """The reduced study of the second model: its own types, prompt count and speed rounds,
+    every other declared parameter as ``like``, so the comparison chapter reuses its cached rows."""
+    cfg = replace(like, model=model, quant_types=tuple(quant_types), num_prompts=num_prompts, rounds=rounds)
     return run(cfg, progress_bars)
 
 
@@ -72,7 +61,7 @@ def own_type(study: Study, num_prompts: int, progress_bars: bool = True) -> OwnT
         return None
     v = next((x for x in study.variants if x.display == src), None) or quantize(study.reference, src, study.build)
     texts = first_prompts(study, num_prompts)
-    ev = evaluate.evaluate_prompts(study.reference, [v], texts, study.config.n_threads, study.build, progress_bars)
+    ev = evaluate.evaluate_prompts(study.reference, [v], texts, study.threads, study.build, progress_bars)
     return OwnType(v, metrics.summarize(ev.per_prompt[v.display]))
 
 
@@ -173,7 +162,7 @@ class Comparison:
         return (
             f"{s.model.info.name} ({s.model.path.name}): reference {s.reference.label}; "
             f"{', '.join(v.display for v in s.variants)} on the first {len(s.prompts.texts)} prompts; "
-            f"llama-bench -r {s.config.repetitions} -p {s.config.n_prompt} -n {s.config.n_gen}; "
+            f"{s.config.rounds} speed rounds of llama-bench -p {s.config.n_prompt} -n {s.config.n_gen}; "
             f"both models' variants compared on the first {self.num_prompts} prompts"
         )
 
@@ -183,14 +172,14 @@ def compare(
     second: str | None,
     quant_types: Sequence[str],
     num_prompts: int,
-    repetitions: int = defaults.SECOND_REPETITIONS,
+    rounds: int = defaults.SECOND_ROUNDS,
     progress_bars: bool = True,
 ) -> Comparison | None:
     """The second model's reduced study beside the first (None when ``second`` is None)."""
     if not second:
         return None
     name = second_model(second, first.config.model)
-    other = run_second(name, quant_types, num_prompts, first.config, repetitions, progress_bars)
+    other = run_second(name, quant_types, num_prompts, first.config, rounds, progress_bars)
     studies = [first, other]
     n = min(len(s.prompts.texts) for s in studies)  # both models judged on the same texts
     owns = [own_type(s, n, progress_bars) for s in studies]

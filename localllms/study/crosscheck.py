@@ -189,7 +189,7 @@ def crosscheck(study: Study, quant: str, n_ctx: int = 512, max_chunks: int | Non
     else:
         workdir = cache_dir("eval", "llama-perplexity")
         text_file = write_atomic(workdir / f"{key}.txt", text)
-        threads = study.config.n_threads
+        threads = study.threads
         tool = run_llama_perplexity(study.reference, var, text_file, n_ctx, threads, workdir, study.build, max_chunks)
         text_file.unlink()
         ours = evaluate.evaluate_windows(study.reference, var, text, n_ctx, threads, study.build, max_chunks)

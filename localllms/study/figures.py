@@ -34,19 +34,18 @@ def plot_quality(df: pd.DataFrame):
 
 
 def plot_throughput(df: pd.DataFrame):
-    """Prompt processing and generation tokens/s (mean ± sd over repetitions)."""
+    """Prompt processing and generation tokens/s: the median over rounds, bars to its interval."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     sns.set_theme(style="whitegrid")
     d = df.set_index("quant").loc[_order(df)].reset_index()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, col, sd, title in (
-        (axes[0], "pp_tps", "pp_sd", "Prompt processing"),
-        (axes[1], "tg_tps", "tg_sd", "Text generation"),
-    ):
+    for ax, test, title in ((axes[0], "pp", "Prompt processing"), (axes[1], "tg", "Text generation")):
+        col = f"{test}_tps"
         sns.barplot(data=d, x="quant", y=col, hue="quant", palette="mako", ax=ax, legend=False)
-        ax.errorbar(range(len(d)), d[col], yerr=d[sd], fmt="none", c="k", capsize=3)
+        err = [d[col] - d[f"{test}_lo"], d[f"{test}_hi"] - d[col]]
+        ax.errorbar(range(len(d)), d[col], yerr=err, fmt="none", c="k", capsize=3)
         ax.set(xlabel="", ylabel="tokens/s", title=title)
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
@@ -82,8 +81,9 @@ def plot_pareto(df: pd.DataFrame):
     return fig
 
 
-def plot_roofline(df: pd.DataFrame, bandwidth_gbs: float):
-    """Generation speed against the memory-bandwidth limit, per variant."""
+def plot_roofline(df: pd.DataFrame, bandwidth: object):
+    """Generation speed against the memory-bandwidth limit, per variant; ``bandwidth`` is the
+    bandwidth's Estimate over the same rounds (its median drawn, its interval shaded)."""
     import matplotlib.pyplot as plt
     import numpy as np
     import seaborn as sns
@@ -92,9 +92,12 @@ def plot_roofline(df: pd.DataFrame, bandwidth_gbs: float):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     mb = df["bytes_per_token"] / 1e6
     xs = np.linspace(mb.min() * 0.8, mb.max() * 1.1, 100)
-    ax.plot(xs, bandwidth_gbs * 1e3 / xs, c="k", label=f"limit: {bandwidth_gbs:.1f} GB/s measured read bandwidth")
+    bw = bandwidth
+    ax.plot(xs, bw.median * 1e3 / xs, c="k", label=f"limit: {bw.text(1)} GB/s read bandwidth, same rounds")
+    if bw.has_interval:
+        ax.fill_between(xs, bw.lo * 1e3 / xs, bw.hi * 1e3 / xs, color="k", alpha=0.1)
     sns.scatterplot(x=mb, y=df["tg_tps"], hue=df["quant"], s=80, ax=ax)
-    ax.errorbar(mb, df["tg_tps"], yerr=df["tg_sd"], fmt="none", c="grey")
+    ax.errorbar(mb, df["tg_tps"], yerr=[df["tg_tps"] - df["tg_lo"], df["tg_hi"] - df["tg_tps"]], fmt="none", c="grey")
     ax.set(
         xlabel="MB of weights read per generated token",
         ylabel="generation tokens/s",
@@ -125,27 +128,34 @@ def plot_imatrix_gain(table: pd.DataFrame):
     return fig
 
 
-def plot_sweeps(depth: pd.DataFrame, threads: pd.DataFrame):
-    """Generation tokens/s against depth, and against threads (the sweep tables' data)."""
+def plot_sweeps(sweep: object):
+    """Generation tokens/s against depth, and against threads (a ``speed.SpeedStudy``): medians over
+    the rounds, bars to their intervals."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from .speed_plan import label
+
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, d, x, title in (
-        (axes[0], depth, "depth", "As the context fills"),
-        (axes[1], threads, "threads", "By thread count"),
-    ):
-        tg = d[d["test"] == "tg"]
-        for model, g in tg.groupby("model", sort=False):
-            ax.errorbar(g[x], g["tps"], yerr=g["sd"], marker="o", capsize=3, label=model)
+    for ax, axis, title in ((axes[0], "depth", "As the context fills"), (axes[1], "threads", "By thread count")):
+        xs = sweep.depths if axis == "depth" else sweep.counts
+        for m in sweep.models:
+            labels = [
+                label(m.display, depth=x) if axis == "depth" else label(m.display, None if x == sweep.threads else x)
+                for x in xs
+            ]
+            est = [sweep.rounds.estimate(lab, "tg") for lab in labels]
+            ys = [e.median for e in est]
+            err = [[e.median - e.lo for e in est], [e.hi - e.median for e in est]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=m.display)
         ax.set(
-            xlabel="tokens already in the context" if x == "depth" else "threads",
+            xlabel="tokens already in the context" if axis == "depth" else "threads",
             ylabel="generation tokens/s",
             title=title,
         )
-        if x == "threads":
-            ax.set_xticks(sorted(tg[x].unique()))
+        if axis == "threads":
+            ax.set_xticks(list(xs))
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     plt.close(fig)  # returned, not left open: the notebook shows it exactly once

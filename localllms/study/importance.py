@@ -5,16 +5,24 @@ The matrix is computed on the reference over a calibration text disjoint from th
 (``localllms.imatrix``). Each type is quantized twice, without and with it; an i-quant that
 llama-quantize refuses to make without a matrix is listed as such. The gain per type is set
 beside the direction llama.cpp reports for LLaMA-3-8B (quoted in ``data/reference/``).
+
+Like for like: without a matrix, llama-quantize silently stores some tensors of an i-quant preset
+in other types (IQ3_XXS's feed-forward matrices as Q3_K and Q4_K), so the two files of a type can
+hold different tensor-type mixes. Such a pair is marked "different mixes" and left out of the
+count of types the matrix helps. Each gain comes with its standard error over prompts (the paired
+per-prompt differences), so the page says whether the gain is larger than its error.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .. import evaluate, metrics
+from .. import evaluate, gguf_file, metrics
 from .. import imatrix as imx
 from ..errors import UserError
 from ..models import ResolvedModel
@@ -46,12 +54,12 @@ def run(
     """Compute (or reuse) the matrix, make each type without and with it, and score them all on
     the study's first ``num_prompts`` prompts (all of them when None)."""
     build, ref = study.build, study.reference
-    texts = first_prompts(study, num_prompts)
+    texts = first_prompts(study, num_prompts, "IMATRIX_NUM_PROMPTS")
     types = check_quant_types([*k_types, *i_types], build)
     if len(set(types)) != len(types):
         raise UserError(f"A type is listed twice among IMATRIX_QUANT_TYPES and IQUANT_TYPES ({', '.join(types)}).")
     cal = imx.calibration(study.prompts, ref, n_tokens, build=build)
-    matrix = imx.compute(ref, cal, study.config.n_threads, build, progress_bars)
+    matrix = imx.compute(ref, cal, study.threads, build, progress_bars)
     existing = {v.display: v for v in study.variants}
     variants, refused = [], {}
     for q in types:
@@ -60,7 +68,7 @@ def run(
         except ImatrixRequired as exc:
             refused[q] = str(exc)
         variants.append(quantize(ref, q, build, imatrix=matrix))
-    ev = evaluate.evaluate_prompts(ref, variants, texts, study.config.n_threads, build, progress_bars)
+    ev = evaluate.evaluate_prompts(ref, variants, texts, study.threads, build, progress_bars)
     rows = []
     for v in variants:
         with_matrix = v.display.endswith(IMATRIX_SUFFIX)
@@ -71,11 +79,26 @@ def run(
                 "quant": v.display,
                 "size_mib": round(v.info.file_size / 2**20, 2),
                 "bpw": v.info.bits_per_weight,
+                "mix": mix(v.path),
+                "prompt_kld": [float(np.mean(p.kld)) for p in ev.per_prompt[v.display]],
                 **metrics.summarize(ev.per_prompt[v.display]),
                 "variant_sha256": v.sha256,
             }
         )
     return ImportanceStudy(matrix, types, variants, refused, ev, pd.DataFrame(rows))
+
+
+def mix(path: Path) -> str:
+    """The tensor-type mix of a file's 2-D tensors, e.g. "Q3_K ×27, Q4_K ×3, Q8_0 ×1"."""
+    counts = Counter(t.type for t in gguf_file.read(path).tensors if len(t.shape) > 1)
+    return ", ".join(f"{ty} ×{n}" for ty, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def gain_se(without: list[float], with_: list[float]) -> float:
+    """Standard error of the KLD change (%), from the paired per-prompt differences."""
+    d = np.asarray(with_) - np.asarray(without)
+    base = float(np.mean(without))
+    return float(100 * d.std(ddof=1) / np.sqrt(len(d)) / base) if len(d) > 1 and base else float("nan")
 
 
 def quoted(path: Path = QUOTED_FILE) -> pd.DataFrame:
@@ -93,12 +116,15 @@ def gain_table(res: ImportanceStudy, quoted_rows: pd.DataFrame | None = None) ->
         sub = res.rows[res.rows["type"] == t].set_index("imatrix")
         w = sub.loc[True]
         wo = sub.loc[False] if False in sub.index else None
+        same_mix = wo is not None and wo["mix"] == w["mix"]
         row = {
             "Type": t,
             "BPW": round(w["bpw"], 2),
+            "Tensor types": w["mix"] if wo is None or same_mix else f"different mixes: {wo['mix']} → {w['mix']}",
             "KLD without": round(wo["kld_mean"], d["kld_mean"]) if wo is not None else None,
             "KLD with": round(w["kld_mean"], d["kld_mean"]),
             "KLD change (%)": round(100 * (w["kld_mean"] / wo["kld_mean"] - 1), 1) if wo is not None else None,
+            "± se (%)": round(gain_se(wo["prompt_kld"], w["prompt_kld"]), 1) if wo is not None else None,
             "Same top without (%)": round(wo["same_top_pct"], 1) if wo is not None else None,
             "Same top with (%)": round(w["same_top_pct"], 1),
             "Δp mean without (%)": round(wo["dp_mean_pct"], 2) if wo is not None else None,
@@ -114,32 +140,44 @@ def gain_table(res: ImportanceStudy, quoted_rows: pd.DataFrame | None = None) ->
 
 
 def reading(table: pd.DataFrame, refused: dict[str, str]) -> str:
-    """What the gain table says, computed from it."""
-    both = table.dropna(subset=["KLD change (%)"])
-    better = both[both["KLD change (%)"] < 0]
+    """What the gain table says, computed from it: only pairs of the same tensor-type mix are
+    counted, each gain against its standard error, and Δp beside the KL divergence."""
+    made = table.dropna(subset=["KLD change (%)"])
+    differ = made[made["Tensor types"].astype(str).str.startswith("different mixes")]
+    both = made.drop(index=differ.index)
     out = []
     if len(both):
+        better = both[both["KLD change (%)"] < 0]
+        beyond = both[both["KLD change (%)"].abs() > 2 * both["± se (%)"]]
         lo, hi = both["KLD change (%)"].min(), both["KLD change (%)"].max()
         out.append(
-            f"* **Does the matrix help here?** For {len(better)} of the {len(both)} types made both ways, the KL "
-            f"divergence is lower with it; the change ranges from {lo:+.1f} % to {hi:+.1f} %"
-            + (
-                f" (largest gain: {both['KLD change (%)'].idxmin()})."
-                if len(better)
-                else ". The matrix did not help any type on this reference."
-            )
+            f"* **Does the matrix help here?** Of the {len(both)} types made both ways with the same tensor types, "
+            f"the KL divergence is lower with it for {len(better)}; the change ranges from {lo:+.1f} % to "
+            f"{hi:+.1f} %, and {len(beyond)} of the {len(both)} changes are larger than twice their standard error "
+            f"over prompts" + (f" ({', '.join(beyond.index)})." if len(beyond) else ".")
         )
-    quoted_both = table.dropna(subset=["LLaMA-3-8B change (%) (quoted)"])
+    if len(differ):
+        out.append(
+            "* **Not like for like**: "
+            + "; ".join(f"{t}'s two files hold {r['Tensor types'].removeprefix('different mixes: ')}" for t, r in differ.iterrows())
+            + ". Without a matrix llama-quantize stored those tensors in other types, so the change compares "
+            "different mixes and is left out of the count above."
+        )  # fmt: skip
+    worse_dp = made[made["Δp mean with (%)"] < made["Δp mean without (%)"]]
+    if len(worse_dp):
+        out.append(
+            "* **Δp mean moves the other way** for "
+            + ", ".join(f"{t} ({r['Δp mean without (%)']:+.2f} → {r['Δp mean with (%)']:+.2f} %)" for t, r in worse_dp.iterrows())
+            + ": with the matrix the right token loses more probability on average, even where the KL divergence falls."
+        )  # fmt: skip
+    quoted_both = both.dropna(subset=["LLaMA-3-8B change (%) (quoted)"])
     if len(quoted_both):
         pairs = ", ".join(
             f"{t} {r['LLaMA-3-8B change (%) (quoted)']:+.0f} % (here {r['KLD change (%)']:+.0f} %)"
             for t, r in quoted_both.iterrows()
-            if pd.notna(r["KLD change (%)"])
         )
         same = all(
-            (r["KLD change (%)"] < 0) == (r["LLaMA-3-8B change (%) (quoted)"] < 0)
-            for _, r in quoted_both.iterrows()
-            if pd.notna(r["KLD change (%)"])
+            (r["KLD change (%)"] < 0) == (r["LLaMA-3-8B change (%) (quoted)"] < 0) for _, r in quoted_both.iterrows()
         )
         out.append(
             f"* **Against llama.cpp's own figures** (LLaMA-3-8B from full precision, quoted): {pairs}. "

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+import localllms.selection.memory as memory
+
 from .. import evaluate, metrics
 from ..errors import UserError
-from ..selection import memory
 from ..tensors import block_format
 from .pipeline import Study, first_prompts
 
@@ -52,7 +53,7 @@ def run(
     ref = study.reference
     scored = [evaluate.Scored(ref, label(c), c) for c in types if c != REFERENCE_CACHE]
     texts = first_prompts(study, num_prompts)
-    ev = evaluate.evaluate_prompts(ref, scored, texts, study.config.n_threads, study.build, progress_bars)
+    ev = evaluate.evaluate_prompts(ref, scored, texts, study.threads, study.build, progress_bars)
     arch = memory.architecture(ref)
     d = metrics.rounding()
     rows = []

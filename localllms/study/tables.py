@@ -11,6 +11,20 @@ def _pm(mean: pd.Series, sd: pd.Series, digits: int) -> list[str]:
     return [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(mean, sd, strict=True)]
 
 
+def interval(df: pd.DataFrame, col: str, digits: int = 1, times: bool = False) -> list[str]:
+    """ "median (lo–hi)" of a speed column and its ``_lo``/``_hi`` interval over the rounds, or
+    "median (n=R)" when the rounds were too few for an interval (as ``intervals.Estimate.text``)."""
+    lo, hi = (
+        (f"{col}_lo", f"{col}_hi") if f"{col}_lo" in df else (col.replace("_tps", "_lo"), col.replace("_tps", "_hi"))
+    )
+    x = "×" if times else ""
+    n = df["rounds"] if "rounds" in df else pd.Series([float("nan")] * len(df), index=df.index)
+    return [
+        f"{x}{m:.{digits}f} ({a:.{digits}f}–{b:.{digits}f})" if a == a else f"{x}{m:.{digits}f} (n={k:.0f})"
+        for m, a, b, k in zip(df[col], df[lo], df[hi], n, strict=True)
+    ]
+
+
 def quality_table(df: pd.DataFrame) -> pd.DataFrame:
     """Sizes and the quality metrics marked for the table: deterministic, so nbval compares them."""
     shown = [m for m in metrics.METRICS if m.table]
@@ -21,15 +35,17 @@ def quality_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def case_study_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The case study's table, extended: throughput with its spread and every quality column."""
+    """The case study's table, extended: speeds as the median over rounds with its interval, each
+    variant's generation against the reference in the same round, and every quality column."""
     d = metrics.rounding()
     t = pd.DataFrame(
         {
             "Model": df["quant"],
             "Size (MiB)": df["size_mib"].round(1),
             "BPW": df["bpw"].round(2),
-            "Prompt throughput (tok/s)": _pm(df["pp_tps"], df["pp_sd"], 1),
-            "Generation (tok/s)": _pm(df["tg_tps"], df["tg_sd"], 1),
+            "Prompt throughput (tok/s)": interval(df, "pp_tps"),
+            "Generation (tok/s)": interval(df, "tg_tps"),
+            "Generation vs reference": interval(df, "tg_vs_ref", 2, times=True),
             "PPL": df["ppl_q"].round(d["ppl_q"]),
             "PPL Ratio - 1 (%)": _pm(df["ppl_ratio_pct"], df["ppl_ratio_se"], d["ppl_ratio_pct"]),
             "Correlation (%)": df["prompt_ln_ppl_corr_pct"].round(d["prompt_ln_ppl_corr_pct"]),
@@ -42,32 +58,45 @@ def case_study_table(df: pd.DataFrame) -> pd.DataFrame:
     return t.set_index("Model")
 
 
-def roofline_table(df: pd.DataFrame, bandwidth_gbs: float) -> pd.DataFrame:
-    """Generation speed x bytes read per token, against the measured read bandwidth."""
-    achieved = df["tg_tps"] * df["bytes_per_token"] / 1e9
-    return pd.DataFrame(
-        {
-            "Model": df["quant"],
-            "MB read per token": (df["bytes_per_token"] / 1e6).round(1),
-            "Generation (tok/s)": df["tg_tps"].round(1),
-            "Achieved read (GB/s)": achieved.round(2),
-            "Share of bandwidth (%)": (100 * achieved / bandwidth_gbs).round(1),
-            "Roofline limit (tok/s)": (bandwidth_gbs * 1e9 / df["bytes_per_token"]).round(1),
-        }
-    ).set_index("Model")
+def roofline_table(study) -> pd.DataFrame:  # noqa: ANN001 - a pipeline.Study (the import would be circular)
+    """Generation speed x bytes read per token, against the read bandwidth measured in the same
+    round: the share per round, its median and interval."""
+    from ..intervals import estimate
+    from .speed_plan import bandwidth_label
+
+    df, sp = study.rows, study.speed
+    threads = int(df["threads"].iloc[0])
+    bw = sp.values(bandwidth_label(threads), "bw")
+    rows, shares = [], {}
+    for r in df.to_dict("records"):
+        tg = sp.values(r["quant"], "tg")
+        share = estimate([100 * t * r["bytes_per_token"] / 1e9 / b for t, b in zip(tg, bw, strict=True)])
+        rows.append(
+            {
+                "Model": r["quant"],
+                "MB read per token": round(r["bytes_per_token"] / 1e6, 1),
+                "Generation (tok/s)": interval(pd.DataFrame([r]), "tg_tps")[0],
+                "Achieved read (GB/s)": round(r["tg_tps"] * r["bytes_per_token"] / 1e9, 2),
+                "Share of bandwidth (%)": share.text(1),
+            }
+        )
+        shares[r["quant"]] = share
+    out = pd.DataFrame(rows).set_index("Model")
+    out.attrs.update(bandwidth=estimate(bw), shares=shares, threads=threads)
+    return out
 
 
 def roofline_exceptions(table: pd.DataFrame) -> str:
-    """A sentence naming the variants whose generation read more than the measured bandwidth (the
-    roofline table is then no cap for them: the probe measured the machine lower than it ran), or ""."""
-    over = table[table["Share of bandwidth (%)"] > 100]
-    if over.empty:
+    """A sentence naming the variants whose generation read more than the bandwidth measured in the
+    same rounds (the probe is then no cap for them), counting only shares whose interval lies above
+    100 %; or ""."""
+    over = [(m, e) for m, e in table.attrs["shares"].items() if e.has_interval and e.lo > 100]
+    if not over:
         return ""
-    names = ", ".join(f"{m} ({r['Share of bandwidth (%)']:.0f} %)" for m, r in over.iterrows())
+    names = ", ".join(f"{m} ({e.text(0)} %)" for m, e in over)
     return (
-        f"Exception: {names} read more than the measured bandwidth, which is therefore not a hard cap in this run; "
-        "this machine's memory bandwidth moves between runs (make bench records how much), so read the shares "
-        "as approximate."
+        f"Exception: {names} read more than the bandwidth measured in the same rounds, which is therefore not a "
+        "hard cap for them: the probe reads one large buffer, and generation's reads may be served differently."
     )
 
 

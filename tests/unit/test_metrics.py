@@ -9,13 +9,13 @@ from localllms import evaluate, metrics
 from localllms.errors import UserError
 
 
-def _parts(sizes=(5, 9, 14), seed=0) -> list[evaluate.TokenStats]:
+def _parts(sizes=(5, 9, 14), seed=0) -> list[metrics.TokenStats]:
     rng = np.random.default_rng(seed)
     parts = []
     for n in sizes:
         nb = rng.uniform(1, 4, n)
         parts.append(
-            evaluate.TokenStats(nb, nb + rng.uniform(0, 0.5, n), rng.uniform(0, 1, n), rng.uniform(size=n) > 0.3)
+            metrics.TokenStats(nb, nb + rng.uniform(0, 0.5, n), rng.uniform(0, 1, n), rng.uniform(size=n) > 0.3)
         )
     return parts
 
@@ -29,7 +29,7 @@ def test_summary_definitions() -> None:
     lq = np.log([np.exp(p.nll_q.mean()) for p in parts])
     lb = np.log([np.exp(p.nll_base.mean()) for p in parts])
     assert s["prompt_ln_ppl_corr_pct"] == pytest.approx(100 * np.corrcoef(lq, lb)[0, 1])
-    allt = evaluate.TokenStats.concat(parts)
+    allt = metrics.TokenStats.concat(parts)
     assert s["ln_ppl_corr_pct"] == pytest.approx(100 * np.corrcoef(allt.nll_q, allt.nll_base)[0, 1])
     assert s["ppl_q"] == pytest.approx(np.exp(allt.nll_q.mean()))
     assert s["ln_ppl_ratio"] == pytest.approx(allt.nll_q.mean() - allt.nll_base.mean())
@@ -77,6 +77,29 @@ def test_token_records_round_trip(tmp_path) -> None:
     stats = _parts((7,))[0]
     path = tmp_path / "x.npz"
     stats.save(path)
-    again = evaluate.TokenStats.load(path)
+    again = metrics.TokenStats.load(path)
     for f in ("nll_base", "nll_q", "kld", "same_top"):
         assert np.array_equal(getattr(stats, f), getattr(again, f))
+
+
+def test_prompts_share_a_decode_only_where_each_row_stays_as_alone() -> None:
+    """The plan's windows (evaluate.py, "which prompts share a decode"): one kind of prompt each
+    (under 64 tokens or not, 4k + 1 tokens or not), within the decode's tokens, streams and rows."""
+    lengths = [30, 45, 62, 63, 64, 65, 69, 100, 101, 200, 5, 33, 37, 41, 129, 210]
+    plan = evaluate.plan(lengths, 512, 4, 400)
+    assert sorted(i for w in plan for i in w) == list(range(len(lengths)))
+    assert [10] in plan  # 4 scored rows: fewer than the tiled kernel's 8, decoded alone
+    for w in plan:
+        ns = [lengths[i] for i in w]
+        if len(w) == 1:
+            continue
+        width = evaluate.stream_length(ns)
+        assert len({n >= evaluate.FA_TILE for n in ns}) == 1 and len({n % 4 == 1 for n in ns}) == 1
+        assert len(w) <= 4 and len(w) * width <= 512 and sum(n - 1 for n in ns) <= 400
+        assert width >= max(ns) - 1 and (width >= evaluate.FA_TILE) == (ns[0] >= evaluate.FA_TILE)
+        if ns[0] % 4 == 1:
+            assert width % 4 == 0  # each stream's rows start on a multiple of four
+    assert any(len(w) > 1 for w in plan)
+    assert evaluate.stream_length([64, 65]) == 64 and evaluate.stream_length([30, 41]) == 40
+    assert evaluate.shares("any", 30) and evaluate.shares("any", 64) and not evaluate.shares("any", 8)
+    assert evaluate.shares("4k+1", 65) and not evaluate.shares("4k+1", 64) and not evaluate.shares("none", 65)

@@ -10,18 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from localllms import bench, evaluate, kernels, metrics, tensors
+from localllms import kernels, metrics, tensors
 from localllms.errors import UserError
-from localllms.study import importance, kvcache, speed, tail_reading, tail_table
+from localllms.rounds import Rounds
+from localllms.study import SpeedPlan, importance, kvcache, speed, tail_reading, tail_table
 from localllms.study.crosscheck import parse_tool_output
 
 DATA = Path(__file__).parent / "data"
 
 
-def _stats(n: int = 400, seed: int = 3) -> evaluate.TokenStats:
+def _stats(n: int = 400, seed: int = 3) -> metrics.TokenStats:
     rng = np.random.default_rng(seed)
     nb = rng.uniform(0.1, 5, n)
-    return evaluate.TokenStats(nb, nb + rng.normal(0.1, 0.4, n), rng.exponential(0.1, n), rng.uniform(size=n) > 0.2)
+    return metrics.TokenStats(nb, nb + rng.normal(0.1, 0.4, n), rng.exponential(0.1, n), rng.uniform(size=n) > 0.2)
 
 
 def test_percentile_follows_llama_perplexity_rule() -> None:
@@ -39,7 +40,7 @@ def test_percentile_follows_llama_perplexity_rule() -> None:
 def test_delta_p_and_tail_definitions() -> None:
     parts = [_stats(150, 1), _stats(250, 2)]
     s = metrics.summarize(parts)
-    allt = evaluate.TokenStats.concat(parts)
+    allt = metrics.TokenStats.concat(parts)
     dp = np.exp(-allt.nll_q) - np.exp(-allt.nll_base)
     assert s["dp_mean_pct"] == pytest.approx(100 * dp.mean())
     assert s["dp_se_pct"] == pytest.approx(100 * dp.std(ddof=1) / math.sqrt(dp.size))
@@ -123,21 +124,19 @@ def test_kernel_paths_are_read_from_source_and_cpu_flags() -> None:
     assert kernels.kernel_shares(t, paths) == {"repack": 25.0, "tiled": 0.0, "tinyBLAS": 0.0, "generic": 75.0}
 
 
-def test_sweep_json_is_parsed_point_by_point() -> None:
-    base = {"n_threads": 2, "n_depth": 512, "repack": True, "stddev_ts": 1.0, "test_time": "t"}
-    rows = [
-        dict(base, n_prompt=128, n_gen=0, avg_ts=600.0, samples_ts=[599.0, 601.0]),
-        dict(base, n_prompt=0, n_gen=32, avg_ts=150.0, samples_ts=[150.0], repack=False, n_threads=1),
-    ]
-    pts = bench.parse_llama_bench_sweep(rows, "abc")
-    assert [(p.test, p.depth, p.threads, p.repack, p.tps) for p in pts] == [
-        ("pp", 512, 2, True, 600.0),
-        ("tg", 512, 1, False, 150.0),
-    ]
+def test_thread_counts_and_sweep_checks() -> None:
     assert speed.thread_counts(None, 2) == [1, 2] and speed.thread_counts(None, 8) == [1, 2, 4, 8]
     assert speed.thread_counts(None, 6) == [1, 2, 4, 6] and speed.thread_counts([2, 1, 2], 8) == [1, 2]
     with pytest.raises(UserError, match="SWEEP_THREADS"):
-        speed.thread_counts([0], 2)
+        SpeedPlan(("Q4_K_M",), (0,), (0,))
+    with pytest.raises(UserError, match="SWEEP_DEPTHS"):
+        SpeedPlan(("Q4_K_M",), (-1,))
+
+
+def _made_up_rounds(values: dict[tuple[str, str], list[float]]) -> Rounds:
+    rows = [{"round": r, "position": 0, "label": lab, "test": test, "value": v, "measured_at": "t"}
+            for (lab, test), vs in values.items() for r, v in enumerate(vs)]  # fmt: skip
+    return Rounds([], 1, pd.DataFrame(rows))
 
 
 def _rows(q: dict[str, tuple[float, float, float, float]]) -> pd.DataFrame:
@@ -167,21 +166,34 @@ def test_tail_reading_tells_noise_from_loss() -> None:
 
 def test_imatrix_gain_table_and_reading() -> None:
     rows = []
-    for t, wo, w in (("Q2_K", 0.5, 0.4), ("Q4_K_M", 0.06, 0.065), ("IQ2_XS", None, 0.7)):
-        for flag, k in ((False, wo), (True, w)):
+    mixes = {("IQ3_XXS", False): "Q3_K ×27, Q4_K ×3", ("IQ3_XXS", True): "IQ3_XXS ×27, Q4_K ×3"}
+    per_prompt = {0.5: [0.45, 0.5, 0.55, 0.5], 0.4: [0.36, 0.4, 0.43, 0.41], 0.06: [0.05, 0.07, 0.06, 0.06],
+                  0.065: [0.05, 0.08, 0.06, 0.07], 0.7: [0.7] * 4, 0.3: [0.3] * 4, 0.2: [0.2] * 4}  # fmt: skip
+    for t, wo, w, dps in (("Q2_K", 0.5, 0.4, (-1.0, -0.5)), ("Q4_K_M", 0.06, 0.065, (-0.2, -0.4)),
+                          ("IQ2_XS", None, 0.7, (None, -2.0)), ("IQ3_XXS", 0.3, 0.2, (-1.0, -0.8))):  # fmt: skip
+        for flag, k, dp in ((False, wo, dps[0]), (True, w, dps[1])):
             if k is not None:
                 rows.append({"type": t, "imatrix": flag, "bpw": 5.0, "kld_mean": k, "same_top_pct": 80.0,
-                             "dp_mean_pct": -1.0})  # fmt: skip
-    res = importance.ImportanceStudy(None, ["Q2_K", "Q4_K_M", "IQ2_XS"], [], {"IQ2_XS": "needs a matrix."}, None,
-                                     pd.DataFrame(rows))  # type: ignore[arg-type]  # fmt: skip
+                             "dp_mean_pct": dp, "mix": mixes.get((t, flag), f"{t} ×30"),
+                             "prompt_kld": per_prompt[k]})  # fmt: skip
+    res = importance.ImportanceStudy(None, ["Q2_K", "Q4_K_M", "IQ2_XS", "IQ3_XXS"], [], {"IQ2_XS": "needs a matrix."},
+                                     None, pd.DataFrame(rows))  # type: ignore[arg-type]  # fmt: skip
     table = importance.gain_table(res)
     assert table.loc["Q2_K", "KLD change (%)"] == -20.0 and table.loc["Q4_K_M", "KLD change (%)"] == pytest.approx(8.3)
+    assert table.loc["Q2_K", "± se (%)"] == pytest.approx(
+        100 * np.std([-0.09, -0.1, -0.12, -0.09], ddof=1) / 2 / 0.5, abs=0.1
+    )
     assert pd.isna(table.loc["IQ2_XS", "KLD without"])
+    assert table.loc["IQ3_XXS", "Tensor types"] == "different mixes: Q3_K ×27, Q4_K ×3 → IQ3_XXS ×27, Q4_K ×3"
     q = importance.quoted()
     q2 = q[q["quant"] == "Q2_K"].set_index("imatrix")["kld_mean"]
     assert table.loc["Q2_K", "LLaMA-3-8B change (%) (quoted)"] == round(100 * (q2["WT 10m"] / q2["None"] - 1), 1)
     text = importance.reading(table, res.refused)
-    assert "For 1 of the 2 types made both ways, the KL divergence is lower with it" in text
+    # IQ3_XXS's -33 % compares different mixes: not counted among the types the matrix helps
+    assert "Of the 2 types made both ways with the same tensor types, the KL divergence is lower with it for 1" in text
+    assert "1 of the 2 changes are larger than twice their standard error over prompts (Q2_K)" in text
+    assert "**Not like for like**: IQ3_XXS's two files hold Q3_K ×27, Q4_K ×3 → IQ3_XXS ×27, Q4_K ×3" in text
+    assert "**Δp mean moves the other way** for Q4_K_M (-0.20 → -0.40 %)" in text
     assert (
         "The direction differs for some types." in text
         and "**IQ2_XS without a matrix**: not made; needs a matrix." in text
@@ -206,34 +218,44 @@ def test_across_reading_finds_the_own_type_and_the_ladder() -> None:
     assert across.second_model("x", "x") != "x" and across.second_model("y", "x") == "y"
 
 
-def test_repack_reading_judges_the_switch_against_models_it_cannot_change() -> None:
-    from localllms.study.speed import repack_reading
+def test_repack_reading_claims_a_gain_only_where_the_rounds_separate_it() -> None:
+    drift = [1.0, 1.3, 0.9, 1.25, 1.1]
 
-    def table(ratios: dict[str, float]) -> pd.DataFrame:
-        return pd.DataFrame(
-            {"Prompt, repack off (tok/s)": [100.0] * len(ratios), "Prompt, repack on (tok/s)": [100 * r for r in ratios.values()],
-             "On / off": list(ratios.values())},
-            index=list(ratios),
-        )  # fmt: skip
+    def study(on_off: dict[str, list[float]], repacked: tuple[str, ...]) -> speed.SpeedStudy:
+        values = {}
+        for m, ratios in on_off.items():
+            values[(m, "pp")] = [500 * d * r for d, r in zip(drift, ratios, strict=True)]
+            values[(f"{m} · repack off", "pp")] = [500 * d for d in drift]
+        shares = pd.DataFrame({"repack": [50.0 if m in repacked else 0.0 for m in on_off]}, index=list(on_off))
+        return speed.SpeedStudy(_made_up_rounds(values), [], 2, [1, 2], [0], {}, {}, shares, list(on_off), {})
 
-    studied = ["F16", "Q2_K", "Q4_K_M", "Q6_K"]
-    clear = repack_reading(
-        table({"F16": 1.02, "Q2_K": 1.40, "Q4_K_M": 1.10, "Q6_K": 0.97}), ["Q2_K", "Q4_K_M"], studied
+    clear = speed.repack_reading(
+        study({"F16": [1.0, 1.02, 0.99, 1.01, 1.0], "Q2_K": [1.3, 1.4, 1.35, 1.32, 1.38]}, ("Q2_K",))
     )
-    assert "differ here: 0.97–1.02" in clear and clear.endswith(
-        "Q2_K's ratio lies above that range, so repacking helps it."
+    assert "Q2_K ×1.35 (1.30–1.40)" in clear and "range 0.99–1.02" in clear
+    assert clear.endswith("Repacking helps Q2_K: the interval lies above 1.")
+    noisy = speed.repack_reading(
+        study({"F16": [1.0, 1.02, 0.99, 1.01, 1.0], "Q2_K": [1.3, 0.95, 1.35, 1.32, 1.38]}, ("Q2_K",))
     )
-    noisy = repack_reading(
-        table({"F16": 1.14, "Q2_K": 1.32, "Q4_K_M": 0.79, "Q6_K": 1.37}), ["Q2_K", "Q4_K_M"], studied
-    )
-    assert "(Q2_K ×1.32, Q4_K_M ×0.79) lies within or below that range, so this run cannot tell" in noisy
-    assert repack_reading(table({"Q2_K": 1.3}), ["Q2_K"], ["Q2_K"]) is None  # no model to compare with
+    assert noisy.endswith("For no repacked model does the interval lie above 1: not separated on this machine.")
+    assert speed.repack_reading(study({"F16": [1.0] * 5}, ())) is None  # nothing repacked
 
 
-def test_roofline_exceptions_name_variants_above_the_measured_bandwidth() -> None:
+def test_roofline_shares_and_exceptions_are_per_round() -> None:
+    from types import SimpleNamespace
+
     from localllms.study import roofline_exceptions, roofline_table
 
-    df = pd.DataFrame({"quant": ["F16", "Q4_K_M"], "tg_tps": [100.0, 100.0], "bytes_per_token": [250e6, 100e6]})
-    assert roofline_exceptions(roofline_table(df, 30.0)) == ""  # 25 and 10 GB/s of 30: both under the cap
-    text = roofline_exceptions(roofline_table(df, 20.0))  # 25 GB/s read against 20 measured
-    assert text.startswith("Exception: F16 (125 %) read more than the measured bandwidth") and "Q4_K_M" not in text
+    df = pd.DataFrame({"quant": ["F16", "Q4_K_M"], "tg_tps": [100.0, 100.0], "tg_lo": [90.0, 90.0],
+                       "tg_hi": [110.0, 110.0], "bytes_per_token": [250e6, 100e6], "threads": [2, 2]})  # fmt: skip
+    bw = [30.0, 36.0, 27.0, 33.0, 30.0]
+    drift = [b / 30 for b in bw]  # generation moves with the bandwidth, round by round
+    under = _made_up_rounds({("F16", "tg"): [100.0 * d for d in drift], ("Q4_K_M", "tg"): [100.0 * d for d in drift],
+                             ("bandwidth · 2 threads", "bw"): bw})  # fmt: skip
+    table = roofline_table(SimpleNamespace(rows=df, speed=under))
+    assert table.loc["F16", "Share of bandwidth (%)"] == "83.3 (83.3–83.3)"  # 25 GB/s of 30, in every round
+    assert roofline_exceptions(table) == ""
+    over = _made_up_rounds({("F16", "tg"): [130.0 * d for d in drift], ("Q4_K_M", "tg"): [100.0 * d for d in drift],
+                            ("bandwidth · 2 threads", "bw"): bw})  # fmt: skip
+    text = roofline_exceptions(roofline_table(SimpleNamespace(rows=df, speed=over)))
+    assert text.startswith("Exception: F16 (108 (108–108) %) read more than the bandwidth") and "Q4_K_M" not in text

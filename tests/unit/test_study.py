@@ -10,9 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from localllms import bench, metrics, study
+from localllms import llama_bench as bench
+from localllms import metrics, study
 from localllms.errors import UserError
+from localllms.rounds import Rounds
 from localllms.study.crosscheck import compare, parse_tool_output
+from localllms.study.pipeline import speed_columns
 
 DATA = Path(__file__).parent / "data"
 
@@ -24,7 +27,7 @@ DATA = Path(__file__).parent / "data"
         ({"min_prompt_length": 500, "max_prompt_length": 400}, "MIN_PROMPT_LENGTH .500. must be below"),
         ({"quant_types": ()}, "QUANT_TYPES is empty"),
         ({"quant_types": ("q4_k_m", "Q4_K_M")}, "names a type twice"),
-        ({"repetitions": 0}, "REPETITIONS must be"),
+        ({"rounds": 0}, "ROUNDS must be"),
         ({"n_prompt": 0, "n_gen": 0}, "would measure nothing"),
         ({"corpus_source": "web"}, "CORPUS_SOURCE must be one of"),
         ({"threads": 0}, "THREADS must be"),
@@ -91,71 +94,89 @@ def test_compare_applies_each_metrics_tolerance() -> None:
     assert table.drop(index=["same_top_pct"])["within"].all()
 
 
-def _run(kld: dict[str, float], tg: dict[str, float]) -> pd.DataFrame:
-    """A study's rows for a reference and four variants, with chosen KLD and generation speeds."""
+def _rounds(tg: dict[str, list[float]], pp: float = 600.0) -> Rounds:
+    """Made-up rounds: each label's generation speed per round, prompt speed flat."""
+    rows = []
+    for label, values in tg.items():
+        for r, v in enumerate(values):
+            rows += [{"round": r, "position": 0, "label": label, "test": "tg", "value": v, "measured_at": "t"},
+                     {"round": r, "position": 0, "label": label, "test": "pp", "value": pp + r, "measured_at": "t"}]  # fmt: skip
+    return Rounds([], 1, pd.DataFrame(rows))
+
+
+def _run(kld: dict[str, float], tg: dict[str, list[float]]) -> tuple[pd.DataFrame, Rounds]:
+    """A study's rows for a reference and four variants, with chosen KLD and generation speeds per
+    round (the reference at 100 tok/s, drifting with the machine like the others)."""
     sizes = {"Q2_K": 84.0, "Q4_K_M": 100.0, "Q5_K_M": 107.0, "Q6_K": 132.0}
     bpw = {"Q2_K": 5.1, "Q4_K_M": 6.2, "Q5_K_M": 6.6, "Q6_K": 8.1}
+    drift = [1.0, 1.25, 0.9, 1.2, 1.05]
+    speeds = _rounds({"REF": [100.0 * d for d in drift], **{q: [v * d for d in drift] for q, v in tg.items()}})
     rows = [{"quant": "REF", "size_mib": 258.0, "bpw": 16.0, "ppl_ratio_pct": 0.0, "kld_mean": 0.0, "kld_p99": 0.0,
-             "same_top_pct": 100.0, "tg_tps": 100.0, "pp_tps": 600.0}]  # fmt: skip
+             "same_top_pct": 100.0, **speed_columns(speeds, "REF", "REF")}]  # fmt: skip
     for q in sizes:
         rows.append({"quant": q, "size_mib": sizes[q], "bpw": bpw[q], "ppl_ratio_pct": 100 * kld[q],
-                     "kld_mean": kld[q], "kld_p99": 10 * kld[q], "same_top_pct": 90.0, "tg_tps": tg[q], "pp_tps": 620.0})  # fmt: skip
+                     "kld_mean": kld[q], "kld_p99": 10 * kld[q], "same_top_pct": 90.0,
+                     **speed_columns(speeds, q, "REF")})  # fmt: skip
     df = pd.DataFrame(rows)
     df["reference_label"] = "REF"
-    return df
+    return df, speeds
 
 
 def test_seed_comparison_quotes_the_data_file() -> None:
     seed = study.seed_table()
     assert {"F16", "Q2_K", "Q4_K_M", "Q6_K"} <= set(seed.index)
-    df = _run({"Q2_K": 0.5, "Q4_K_M": 0.07, "Q5_K_M": 0.09, "Q6_K": 0.015},
-              {"Q2_K": 190.0, "Q4_K_M": 150.0, "Q5_K_M": 130.0, "Q6_K": 140.0})  # fmt: skip
+    df, _ = _run({"Q2_K": 0.5, "Q4_K_M": 0.07, "Q5_K_M": 0.09, "Q6_K": 0.015},
+                 {"Q2_K": 190.0, "Q4_K_M": 150.0, "Q5_K_M": 130.0, "Q6_K": 140.0})  # fmt: skip
     table = study.seed_comparison(df)
     assert list(table.index) == ["Q2_K", "Q4_K_M", "Q6_K"]
     q2 = table.loc["Q2_K"]
     base = seed.loc["F16"]
     assert q2["Generation speed-up seed"] == round(seed.loc["Q2_K", "tg_tps"] / base["tg_tps"], 2)
-    assert q2["Generation speed-up here"] == 1.9 and q2["KLD here"] == 0.5
+    assert q2["Generation speed-up here"] == "×1.90 (1.90–1.90)" and q2["KLD here"] == 0.5
     assert q2["Size reduction (%) here"] == round(100 * (1 - 84 / 258), 1)
 
 
 def test_reading_follows_the_numbers() -> None:
     seed = study.seed_table()
-    clean = _run({"Q2_K": 0.5, "Q4_K_M": 0.07, "Q5_K_M": 0.03, "Q6_K": 0.005},
-                 {"Q2_K": 190.0, "Q4_K_M": 150.0, "Q5_K_M": 140.0, "Q6_K": 120.0})  # fmt: skip
-    text = study.reading(clean)
+    clean, speeds = _run({"Q2_K": 0.5, "Q4_K_M": 0.07, "Q5_K_M": 0.03, "Q6_K": 0.005},
+                         {"Q2_K": 190.0, "Q4_K_M": 150.0, "Q5_K_M": 140.0, "Q6_K": 120.0})  # fmt: skip
+    text = study.reading(clean, speeds)
     assert "**Q6_K ≈ lossless?** Yes" in text
     assert f"(the seed: {seed.loc['Q6_K', 'ppl_ratio_pct']:+.2f} %" in text
     assert "**More bits, less divergence, at every step?** Yes." in text
     assert "**Generation speed rising as size falls?** Yes" in text
-    assert f"(the seed's Q2_K: {seed.loc['Q2_K', 'tg_tps'] / seed.loc['F16', 'tg_tps']:.2f}×)" in text
-    inverted = _run({"Q2_K": 0.5, "Q4_K_M": 0.07, "Q5_K_M": 0.09, "Q6_K": 0.015},
-                    {"Q2_K": 190.0, "Q4_K_M": 150.0, "Q5_K_M": 130.0, "Q6_K": 140.0})  # fmt: skip
-    text = study.reading(inverted)
+    assert f"(the seed's Q2_K, quoted: {seed.loc['Q2_K', 'tg_tps'] / seed.loc['F16', 'tg_tps']:.2f}×)" in text
+    assert (
+        "its text gives generation speed-ups of Q4_K_M 1.85× (its throughputs: 1.95×), Q6_K 1.79× (its throughputs: 1.80×)"
+        in text
+    )
+    inverted, speeds = _run({"Q2_K": 0.5, "Q4_K_M": 0.07, "Q5_K_M": 0.09, "Q6_K": 0.015},
+                            {"Q2_K": 190.0, "Q4_K_M": 150.0, "Q5_K_M": 130.0, "Q6_K": 140.0})  # fmt: skip
+    text = study.reading(inverted, speeds)
     assert "**Q6_K ≈ lossless?** No" in text
     assert "No: Q5_K_M (6.60 bpw, KLD 0.0900) diverges more than Q4_K_M" in text
-    # a smaller file that generates more slowly than a larger one is named, with its figures
+    # a smaller file that generates more slowly than a larger one in every round is named
     assert "**Generation speed rising as size falls?** Mostly" in text
-    assert "the exceptions: Q5_K_M (" in text and "tok/s) is slower than the larger Q6_K (" in text
-    close = inverted.assign(tg_sd=6.0)  # 130 vs 140 tok/s, each ± 6: not told apart, not an exception
-    assert "the exceptions" not in study.reading(close)
+    assert "separated within rounds: Q5_K_M (107.0 MiB) is slower than the larger Q6_K (132.0 MiB, ×0.93" in text
+    # the same medians, but in one round Q5_K_M was the faster: not separated, so not an exception
+    close = _rounds({"REF": [100.0] * 5, "Q2_K": [190.0] * 5, "Q4_K_M": [150.0] * 5,
+                     "Q5_K_M": [130.0, 150.0, 130.0, 130.0, 130.0], "Q6_K": [140.0] * 5})  # fmt: skip
+    text = study.reading(inverted, close)
+    assert "separated within rounds" not in text and "not separated on this machine" in text
+    # without rounds, no speed sentence at all
+    assert "Generation speed" not in study.reading(inverted)
 
 
-def test_pareto_and_roofline_arithmetic() -> None:
-    df = pd.DataFrame({"quant": ["a", "b", "c", "d"], "size_mib": [10, 20, 30, 40], "kld_mean": [0.5, 0.6, 0.1, 0.05],
-                       "tg_tps": [100.0, 50, 40, 30], "bytes_per_token": [1e8, 2e8, 3e8, 4e8]})  # fmt: skip
+def test_pareto_front() -> None:
+    df = pd.DataFrame({"quant": ["a", "b", "c", "d"], "size_mib": [10, 20, 30, 40], "kld_mean": [0.5, 0.6, 0.1, 0.05]})
     assert study.pareto_front(df) == ["a", "c", "d"]
-    roof = study.roofline_table(df, bandwidth_gbs=20.0)
-    assert roof.loc["a", "Achieved read (GB/s)"] == 10.0
-    assert roof.loc["a", "Share of bandwidth (%)"] == 50.0
-    assert roof.loc["d", "Roofline limit (tok/s)"] == 50.0
 
 
 def test_part_two_counts_are_checked_by_their_own_names() -> None:
     from localllms.errors import UserError
     from localllms.study import check_part_two
 
-    check_part_two(SECOND_REPETITIONS=3, DETAIL_NUM_PROMPTS=20)
+    check_part_two(SECOND_ROUNDS=3, DETAIL_NUM_PROMPTS=20)
     for bad in (0, -1, 2.5, True, "3"):
-        with pytest.raises(UserError, match=r"^SECOND_REPETITIONS must be a whole number of at least 1, not "):
-            check_part_two(DETAIL_NUM_PROMPTS=20, SECOND_REPETITIONS=bad)
+        with pytest.raises(UserError, match=r"^SECOND_ROUNDS must be a whole number of at least 1, not "):
+            check_part_two(DETAIL_NUM_PROMPTS=20, SECOND_ROUNDS=bad)

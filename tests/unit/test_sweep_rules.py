@@ -48,9 +48,10 @@ def _rows(**over: object) -> dict:
         "model": "m1", "quant": "Q4_K_M", "reference_label": "F16 expanded from Q4_1", "model_sha256": "aa",
         "cpu": "CPU", "llama_cpp_commit": "c", "build_key": "k", "cpu_features": "avx2", "threads": 2, "cores": 2,
         "n_prompts": 20, "min_prompt_length": 100, "max_prompt_length": 1000, "corpus": "wikipedia-leads-en",
-        "repetitions": 3, "n_prompt": 64, "n_gen": 16, "size_mib": 100.0, "bpw": 5.0, "bpb": 1.0,
-        "ppl_ratio_pct": 1.0, "kld_mean": 0.01, "kld_p99": 0.1, "same_top_pct": 95.0, "pp_tps": 100.0, "pp_sd": 1.0,
-        "tg_tps": 20.0, "tg_sd": 0.5, "hostname": "h1", "host_study_slots": 1,
+        "rounds": 5, "n_prompt": 64, "n_gen": 16, "size_mib": 100.0, "bpw": 5.0, "bpb": 1.0,
+        "ppl_ratio_pct": 1.0, "kld_mean": 0.01, "kld_p99": 0.1, "same_top_pct": 95.0, "pp_tps": 100.0, "pp_lo": 99.0,
+        "pp_hi": 101.0, "tg_tps": 20.0, "tg_lo": 19.5, "tg_hi": 20.5, "tg_vs_ref": 1.2, "tg_vs_ref_lo": 1.1,
+        "tg_vs_ref_hi": 1.3, "hostname": "h1", "host_study_slots": 1,
     }  # fmt: skip
     return row | over
 
@@ -93,14 +94,20 @@ def test_the_front_and_its_sentence_follow_the_rows() -> None:
 
 
 def test_quality_is_one_row_per_file_and_speed_one_column_per_machine() -> None:
-    df = _two_models({"h1": {}, "h2": {"tg_tps": 40.0}})
+    df = _two_models({"h1": {}, "h2": {"tg_tps": 40.0, "tg_lo": 38.0, "tg_hi": 41.0}})
     assert len(compare.quality_table(df)) == 4  # not repeated per machine
     speed = compare.speed_table(df)
-    assert [c for c in speed.columns if "generation" in c] == [
+    assert [c for c in speed.columns if "generation (tok/s)" in c] == [
         "h1 (CPU, 2 cores): generation (tok/s)",
         "h2 (CPU, 2 cores): generation (tok/s)",
     ]
-    assert speed.iloc[0, 3] == "40.0 ± 0.5"
+    first = speed.iloc[0]
+    assert first["h2 (CPU, 2 cores): generation (tok/s)"] == "40.0 (38.0–41.0)"
+    assert first["h1 (CPU, 2 cores): generation (tok/s)"] == "20.0 (19.5–20.5)"
+    vs = speed["h1 (CPU, 2 cores): generation vs reference"]
+    refs = set(df["reference_label"])
+    assert all((v == "—") == (quant in refs) for (_, quant), v in vs.items())
+    assert "×1.20 (1.10–1.30)" in set(vs)
 
 
 def test_machines_with_the_same_build_are_checked_for_agreement() -> None:
