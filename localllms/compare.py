@@ -32,6 +32,7 @@ import pandas as pd
 
 from . import metrics, store, sweep, sweep_rules
 from .errors import UserError
+from .gguf_file import SYNTHETIC_NOTE
 from .study.config import StudyConfig
 
 _D = metrics.rounding()
@@ -46,7 +47,6 @@ QUALITY = (
     ("same_top_pct", "Same top (%)", _D["same_top_pct"]),
 )
 SPEED = (("pp", "prompt (tok/s)"), ("tg", "generation (tok/s)"))  # per machine: median (interval) over rounds
-SYNTHETIC_NOTE = "synthetic weights: speed and memory only"
 
 
 def fill(

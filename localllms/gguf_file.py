@@ -28,6 +28,8 @@ READ_VERSIONS = (2, 3)
 # The key this book writes into a GGUF whose weights are synthetic (localllms.synth: speed and memory
 # only); quality is never computed on such a file (models.check_not_synthetic).
 SYNTHETIC_KEY = "localllms.synthetic"
+# What every page, file name and row says about such a file; declared here, beside its key.
+SYNTHETIC_NOTE = "synthetic weights: speed and memory only"
 
 
 class UnsupportedVersion(ValueError):

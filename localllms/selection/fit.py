@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..build import BuildInfo
 from ..errors import UserError
+from ..gguf_file import SYNTHETIC_NOTE
 from ..models import ResolvedModel
 from .memory import FIT_SHARE, GIB, MEMORY_TOLERANCE, MIB, architecture, estimate_architecture, estimate_memory, verdict
 from .published import Hyperparameters, counted_parameters, load_published, published_architecture
@@ -31,7 +32,6 @@ from .published import Hyperparameters, counted_parameters, load_published, publ
 # at twice the minutes; pass it to the chapter "Try before you download" as one of its SIZES).
 MEASURED_SYNTHETIC = ("synth:llama-3.2-1b:Q4_K_M", "synth:llama-3.2-1b:Q8_0", "synth:qwen2.5-7b:Q4_K_M")
 MEASURED_CONTEXTS = (4096, 8192)  # a chat, and a long document; the KV cache is the part that grows
-SYNTHETIC_NOTE = "synthetic weights: speed and memory only"
 
 
 def _contexts(hp: Hyperparameters, contexts: Sequence[int]) -> list[tuple[str, int]]:

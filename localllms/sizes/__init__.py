@@ -21,6 +21,7 @@ The chapter (``notebooks/model_sizes.ipynb``), module by module:
 * ``speed_only``: the sweep's study of a synthetic spec (speed rounds only; quality left empty).
 """
 
+from ..gguf_file import SYNTHETIC_NOTE
 from .plan import (
     DEPTH,
     DEPTH_SIZES,
@@ -74,7 +75,7 @@ from .validate import (
     validation_table,
 )
 
-NOTE = "synthetic weights: speed and memory only"
+NOTE = SYNTHETIC_NOTE
 
 __all__ = [
     "BANDWIDTH",

@@ -19,11 +19,12 @@ import pandas as pd
 from .. import progress, provenance, rounds
 from ..build import BuildInfo, current_build
 from ..errors import UserError
+from ..gguf_file import SYNTHETIC_NOTE
 from ..models import ResolvedModel, Spec, parse_spec, resolve, synth_spec
 from ..paths import content_key
 from ..study.config import StudyConfig
 
-NOTE = "synthetic weights: speed and memory only"
+NOTE = SYNTHETIC_NOTE
 CORPUS = "none: synthetic weights"  # the corpus column of a synthetic row: no prompt is scored
 
 

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from ..gguf_file import SYNTHETIC_KEY  # noqa: F401 - the header key the writer sets
+from ..gguf_file import SYNTHETIC_KEY, SYNTHETIC_NOTE  # noqa: F401 - the header key the writer sets
 
 if TYPE_CHECKING:
     from ..build import BuildInfo
     from ..selection.memory import MemoryEstimate
     from ..selection.published import Hyperparameters
 
-NAME_SUFFIX = "synthetic weights: speed and memory only"  # the end of general.name
+NAME_SUFFIX = SYNTHETIC_NOTE  # the end of general.name
 DEFAULT_CONTEXT = 4096  # tokens of KV cache in the memory check, as a typical chat run
 DISK_MARGIN = 256 << 20  # bytes left free beyond the file: room for the rest of the machine
 GB, GIB = 1e9, 2**30

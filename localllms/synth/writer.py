@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..gguf_file import SYNTHETIC_KEY
+from ..gguf_file import SYNTHETIC_NOTE as NAME_SUFFIX
 from ..selection.published import Hyperparameters, tensor_bytes
-from . import NAME_SUFFIX, SYNTHETIC_KEY
 
 if TYPE_CHECKING:
     from gguf import GGUFWriter
