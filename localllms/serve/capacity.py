@@ -5,6 +5,7 @@ the measuring modules, so rewording a reading here never measures again. Every a
 stated with its request count and its exact interval (``attainment``): "0.75 requests/s met the
 target for 19 of 20 requests (95 %, 90 % interval 78–99.7 %)".
 
+* ``Probe``, ``SweepResult``: what the rate search (``loadgen.rate_search``) found, as data.
 * ``rate_text``: a rate with its unit ("1 request/s", "0.75 requests/s").
 * ``sweep_table``: one row per probed rate.
 * ``sweep_reading``: the highest rate that met the target, the lowest that did not, and what the
@@ -14,15 +15,52 @@ target for 19 of 20 requests (95 %, 90 % interval 78–99.7 %)".
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .attainment import LEVEL, Attainment, from_summary, percent
-from .stats import allowed_misses
+from .clients import SEED
+from .stats import RateSearch, ServiceTarget, allowed_misses
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .loadgen import SweepResult
+
+# The search's results live here, beside their reading; ``loadgen`` measures and fills them.
+@dataclass
+class Probe:
+    """One open-loop run at one rate: its requests and its summary."""
+
+    rate: float
+    records: list[dict]
+    duration_s: float
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class SweepResult:
+    """The rate search: every probe (sorted by rate in ``table``), the search's verdict, the server command."""
+
+    probes: list[Probe]
+    search: RateSearch
+    target: ServiceTarget
+    command: str
+    parallel: int
+    warmup: list[dict]
+    seed: int = SEED
+
+    @property
+    def highest_rate(self) -> float | None:
+        return self.search.highest_passing
+
+    def table(self, digits: int = 2) -> pd.DataFrame:
+        """One row per probed rate: throughput, latency percentiles, attainment with its interval, goodput."""
+        return sweep_table(self, digits)
+
+    def records(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame([{**r, "warmup": False} for p in self.probes for r in p.records] + self.warmup)
 
 
 def rate_text(rate: float) -> str:

@@ -12,8 +12,9 @@
   client shares (``streaming`` sends the same bodies streamed).
 * ``probe_root``: what a server answers at "/".
 
-A target is a running :class:`~localllms.serve.process.ManagedServer` (its ``endpoint``) or an
-:class:`Endpoint`.
+A target is an :class:`Endpoint` or anything that has one, such as a running
+:class:`~localllms.serve.process.ManagedServer` (typed here as :class:`Serving`, so that this module,
+which ``process`` imports, does not import ``process`` back).
 """
 
 from __future__ import annotations
@@ -24,12 +25,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import UserError
-
-if TYPE_CHECKING:
-    from .process import ManagedServer
 
 CHAT_SYSTEM = "You are a helpful assistant - Be succinct."
 CHAT_USER = "What is the meaning of life?"
@@ -62,7 +60,17 @@ class Endpoint:
             self.check_alive()
 
 
-def as_endpoint(target: ManagedServer | Endpoint) -> Endpoint:
+class Serving(Protocol):
+    """A running server, as the clients see it: something with an endpoint."""
+
+    @property
+    def endpoint(self) -> Endpoint: ...
+
+
+Target = Serving | Endpoint  # what every client accepts
+
+
+def as_endpoint(target: Target) -> Endpoint:
     """The endpoint of a target: an :class:`Endpoint` itself, or a running server's."""
     return target if isinstance(target, Endpoint) else target.endpoint
 
@@ -191,7 +199,7 @@ def chat_body(
 
 
 def chat_requests(
-    target: ManagedServer | Endpoint,
+    target: Target,
     messages: list[dict] | None = None,
     max_tokens: int = 64,
     temperature: float = 0.0,
@@ -233,7 +241,7 @@ def _openai_client(ep: Endpoint) -> Iterator[Any]:
 
 
 def chat_openai(
-    target: ManagedServer | Endpoint,
+    target: Target,
     messages: list[dict] | None = None,
     max_tokens: int = 64,
     temperature: float = 0.0,
@@ -274,7 +282,7 @@ def completion_body(
 
 
 def completion_requests(
-    target: ManagedServer | Endpoint,
+    target: Target,
     prompt: str | list[int],
     max_tokens: int = 64,
     temperature: float = 0.0,
@@ -290,7 +298,7 @@ def completion_requests(
 
 
 def completion_openai(
-    target: ManagedServer | Endpoint,
+    target: Target,
     prompt: str,
     max_tokens: int = 64,
     temperature: float = 0.0,
@@ -314,14 +322,14 @@ def completion_openai(
 # =========================================================================== native endpoints
 
 
-def tokenize(target: ManagedServer | Endpoint, text: str, timeout: float | None = None) -> list[int]:
+def tokenize(target: Target, text: str, timeout: float | None = None) -> list[int]:
     """POST /tokenize: the token ids the served model's tokenizer gives ``text`` (no BOS or other special tokens)."""
     r = request(as_endpoint(target), "POST", "/tokenize", json_body={"content": text}, timeout=timeout)
     return list(r.json()["tokens"])
 
 
 def complete(
-    target: ManagedServer | Endpoint,
+    target: Target,
     prompt: str | list[int],
     n_predict: int = 64,
     *,
@@ -350,7 +358,7 @@ def complete(
 # =========================================================================== the page at "/"
 
 
-def probe_root(target: ManagedServer | Endpoint) -> dict:
+def probe_root(target: Target) -> dict:
     """What the server answers at "/": status, content type, and the start of the body."""
     ep = as_endpoint(target)
     import requests

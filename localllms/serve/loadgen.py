@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +27,14 @@ from ..build import BuildInfo, current_build
 from ..errors import UserError
 from ..models import ResolvedModel
 from . import records as rec
+from .capacity import Probe, SweepResult
 from .clients import SEED
 from .process import LlamaServer, ManagedServer
-from .stats import RateSearch, ServiceTarget, poisson_arrivals, run_summary, search_highest_rate
+from .stats import ServiceTarget, poisson_arrivals, run_summary, search_highest_rate
 from .workload import Workload, benchmark_server, timed_request, warm_up
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 MAX_IN_FLIGHT = 64  # open loop: at most this many requests outstanding at once (a bound, far above any level here)
 
@@ -115,16 +115,6 @@ def open_loop(
     return rows, duration
 
 
-@dataclass
-class Probe:
-    """One open-loop run at one rate: its requests and its summary."""
-
-    rate: float
-    records: list[dict]
-    duration_s: float
-    summary: dict = field(default_factory=dict)
-
-
 def run_probe(
     srv: ManagedServer, workload: Workload, rate: float, n: int, seed: int, target: ServiceTarget, budget: float
 ) -> dict:
@@ -138,34 +128,6 @@ def run_probe(
     rows, duration = open_loop(srv, workload, rate, n, seed, first_request=0, time_budget_s=budget)
     summary = run_summary(pd.DataFrame(rows), target, duration, min_requests=n) if rows else {}
     return {"rate": rate, "records": rows, "duration_s": duration, "summary": summary}
-
-
-@dataclass
-class SweepResult:
-    """The rate search: every probe (sorted by rate in ``table``), the search's verdict, the server command."""
-
-    probes: list[Probe]
-    search: RateSearch
-    target: ServiceTarget
-    command: str
-    parallel: int
-    warmup: list[dict]
-    seed: int = SEED
-
-    @property
-    def highest_rate(self) -> float | None:
-        return self.search.highest_passing
-
-    def table(self, digits: int = 2) -> pd.DataFrame:
-        """One row per probed rate: throughput, latency percentiles, attainment with its interval, goodput."""
-        from .capacity import sweep_table
-
-        return sweep_table(self, digits)
-
-    def records(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame([{**r, "warmup": False} for p in self.probes for r in p.records] + self.warmup)
 
 
 def rate_search(
