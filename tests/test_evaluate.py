@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 
@@ -171,6 +173,8 @@ def test_small_study_end_to_end(tmp_path) -> None:
     assert (df["size_mib"].iloc[1:] < base["size_mib"]).all()
     assert (df["tg_tps"] > 0).all() and df["pp_lo"].isna().all()  # 2 rounds: a median, no interval (5 needed)
     assert df["tg_vs_ref"].iloc[0] == 1.0 and (df["bpb"] > 0).all()  # the reference against itself, round by round
+    # the host's name, as a sweep's rows carry it: on the comparing page both are one machine
+    assert (df["hostname"] == socket.gethostname()).all()
     assert len(result.speed.runs) == 2 * (3 * 2 + 1)  # 2 rounds: 3 models (pp, tg) and the bandwidth probe
     # a rerun replaces its rows in the store instead of adding to them
     study.run(config, **kw)

@@ -10,6 +10,7 @@ with the provenance of every number; rows go to the results store and to a CSV.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,6 +156,9 @@ def _row(
         "model_sha256": model.sha256,
         "variant_sha256": m.sha256,
         "measured_at": speed.runs["measured_at"].max() if len(speed.runs) else "",
+        # the host's name, as the sweep records it: one machine is one machine in the store, whichever
+        # writer ran its study (without it, a notebook's rows and a sweep's looked like two machines)
+        "hostname": socket.gethostname(),
         **(host or {}),
     }
 
