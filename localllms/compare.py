@@ -214,10 +214,15 @@ def agreement_sentence(df: pd.DataFrame) -> str:
             "machines yet: run the sweep on another one (see below) and rerun this page."
         )
     a = agreement(df)
-    if a.empty:
+    if a.empty and df.groupby(["build_key", "cpu_features"])["machine"].nunique().max() < 2:
         return (
             f"The store holds this configuration from {n} machines, but no two share a llama.cpp build and CPU "
             "features, so their quality numbers are not expected to agree and are not compared."
+        )
+    if a.empty:  # machines that could agree, but measured different files
+        return (
+            f"The store holds this configuration from {n} machines; those that share a llama.cpp build and CPU "
+            "features measured no file in common, so no quality number is compared across them yet."
         )
     worst = a[[h for _, h, _ in QUALITY]].abs().max()
     if (worst == 0).all():

@@ -118,6 +118,9 @@ def test_machines_with_the_same_build_are_checked_for_agreement() -> None:
     other_build = _two_models({"h1": {}, "h2": {"build_key": "k2", "kld_mean": 0.5}})
     assert "no two share a llama.cpp build" in compare.agreement_sentence(other_build)
     assert "one machine only" in compare.agreement_sentence(_two_models({"h1": {}}))
+    both = _two_models({"h1": {}, "h2": {}})  # same build, but each machine measured another model
+    apart = both[((both["machine"] == both["machine"].iloc[0]) == (both["model"] == both["model"].iloc[0]))]
+    assert apart["machine"].nunique() == 2 and "measured no file in common" in compare.agreement_sentence(apart)
 
 
 def test_the_references_sentence_names_each_models_reference_from_the_rows() -> None:
