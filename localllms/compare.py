@@ -35,16 +35,13 @@ from .errors import UserError
 from .gguf_file import SYNTHETIC_NOTE
 from .study.config import StudyConfig
 
-_D = metrics.rounding()
-# (column, heading, printed digits): deterministic for a build and CPU features, compared by nbval
+# (column, heading, printed digits): deterministic for a build and CPU features, compared by nbval.
+# The file's own columns, then every metric the registry marks ``across`` (metrics.METRICS).
 QUALITY = (
     ("size_mib", "Size (MiB)", 1),
     ("bpw", "BPW", 2),
     ("bpb", "Bits per byte", 4),
-    ("ppl_ratio_pct", "PPL ratio - 1 (%)", _D["ppl_ratio_pct"]),
-    ("kld_mean", "KLD mean", _D["kld_mean"]),
-    ("kld_p99", "KLD p99", _D["kld_p99"]),
-    ("same_top_pct", "Same top (%)", _D["same_top_pct"]),
+    *((m.name, m.label, m.digits) for m in metrics.METRICS if m.across),
 )
 SPEED = (("pp", "prompt (tok/s)"), ("tg", "generation (tok/s)"))  # per machine: median (interval) over rounds
 

@@ -91,6 +91,7 @@ class Metric:
     tool: str | None = None  # regex of the label llama-perplexity prints it under
     tolerance: tuple[str, float] | None = None  # ("rel" | "abs", bound) against the tool
     table: bool = False  # shown in the quality table (compared by nbval)
+    across: bool = False  # shown on the comparing page, across models and machines (compare.QUALITY)
 
 
 # --------------------------------------------------------------------------- definitions
@@ -210,7 +211,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("ppl_q", "PPL", ppl_q, 3, r"Mean PPL\(Q\)", ("rel", 1e-5), table=True),
     Metric("ppl_base", "PPL (reference)", ppl_base, 3, r"Mean PPL\(base\)", ("rel", 1e-5)),
     Metric("ln_ppl_ratio", "ln PPL ratio", ln_ppl_ratio, 4, r"Mean ln\(PPL\(Q\)/PPL\(base\)\)", ("abs", 1e-5)),
-    Metric("ppl_ratio_pct", "PPL ratio - 1 (%)", ppl_ratio_pct, 2, table=True),
+    Metric("ppl_ratio_pct", "PPL ratio - 1 (%)", ppl_ratio_pct, 2, table=True, across=True),
     Metric("ppl_ratio_se", "PPL ratio - 1, se (%)", ppl_ratio_se, 2),
     Metric("prompt_ln_ppl_corr_pct", "Corr (%)", prompt_ln_ppl_corr_pct, 2, table=True),
     Metric(
@@ -221,11 +222,11 @@ METRICS: tuple[Metric, ...] = (
         r"Cor\(ln\(PPL\(Q\)\), ln\(PPL\(base\)\)\)",
         ("abs", 0.01),
     ),  # fmt: skip
-    Metric("kld_mean", "KLD mean", kld_mean, 4, r"Mean\s+KLD", ("rel", 1e-4), table=True),
+    Metric("kld_mean", "KLD mean", kld_mean, 4, r"Mean\s+KLD", ("rel", 1e-4), table=True, across=True),
     Metric("kld_se", "KLD se", kld_se, 4),
     Metric("kld_median", "KLD median", kld_median, 4, r"Median\s+KLD", ("rel", 1e-4)),
-    Metric("kld_p99", "KLD p99", kld_p99, 3, r"99\.0%\s+KLD", ("rel", 1e-4), table=True),
-    Metric("same_top_pct", "Same top (%)", same_top_pct, 1, r"Same top p", ("abs", 1e-3), table=True),
+    Metric("kld_p99", "KLD p99", kld_p99, 3, r"99\.0%\s+KLD", ("rel", 1e-4), table=True, across=True),
+    Metric("same_top_pct", "Same top (%)", same_top_pct, 1, r"Same top p", ("abs", 1e-3), table=True, across=True),
     # The tail (tails_table): the tool prints the KLD at 6 decimals and Δp in percent at 3, so
     # the bounds are its printing (5e-7 on a KLD of order 1; 5e-4 percentage points) with room
     # for float32 rounding; the percentiles follow its index rule (tool_percentile).
