@@ -60,3 +60,19 @@ def line(build: BuildInfo, model: ResolvedModel | None = None, threads: int | No
         parts.append(f"{threads} threads")
     parts.append(datetime.now(UTC).strftime("%Y-%m-%d"))
     return " · ".join(parts)
+
+
+def row_columns(build: BuildInfo, prov: dict) -> dict:
+    """The build and machine columns of a results-store row (``prov`` from :func:`record`), one
+    definition for every writer: the study pipeline and the sweep's speed-only synthetic study."""
+    return {
+        "llama_cpp_commit": build.llama_cpp_commit,
+        "build_key": build.key,
+        "build_flags": build.flags_summary,
+        "build_note": build.note,
+        "cpu": prov["machine_cpu"],
+        "cores": prov["machine_cores"],
+        "cpu_features": prov["cpu_features"],
+        "ram_gib": prov["machine_ram_gib"],
+        "os": prov["machine_os"],
+    }
