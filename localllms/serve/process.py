@@ -108,7 +108,9 @@ def _pdeathsig_prefix() -> list[str]:
     """
     setpriv = shutil.which("setpriv")
     if setpriv and threading.current_thread() is threading.main_thread():
-        return [setpriv, "--pdeathsig", "SIGTERM", "--"]
+        # SIGKILL, not SIGTERM: with nobody left to answer, a graceful shutdown has nothing to save,
+        # and llama-server was seen ignoring SIGTERM for seconds (an orphan in CI)
+        return [setpriv, "--pdeathsig", "SIGKILL", "--"]
     return []
 
 
