@@ -3,7 +3,7 @@
 The page reads the case study's rows (``study.pipeline.TABLE``) of one configuration, for every
 model and machine the store holds with it, and keeps apart two kinds of column:
 
-* **quality and size** (``QUALITY``): functions of the model file, the prompts and the llama.cpp
+* **quality and size** (``quality_columns``): functions of the model file, the prompts and the llama.cpp
   build. The same build with the same CPU features gives the same numbers on any host, so the
   quality table has one row per model and quant type, and ``agreement`` checks the claim wherever
   the store holds the same study from more than one machine;
@@ -36,14 +36,13 @@ from .gguf_file import SYNTHETIC_NOTE
 from .study.config import StudyConfig
 
 # (column, heading, printed digits): deterministic for a build and CPU features, compared by nbval.
-# The file's own columns, then every metric the registry marks ``across`` (metrics.METRICS).
-QUALITY = (
-    ("size_mib", "Size (MiB)", 1),
-    ("bpw", "BPW", 2),
-    ("bpb", "Bits per byte", 4),
-    *((m.name, m.label, m.digits) for m in metrics.METRICS if m.across),
-)
+FILE_QUALITY = (("size_mib", "Size (MiB)", 1), ("bpw", "BPW", 2), ("bpb", "Bits per byte", 4))
 SPEED = (("pp", "prompt (tok/s)"), ("tg", "generation (tok/s)"))  # per machine: median (interval) over rounds
+
+
+def quality_columns() -> tuple[tuple[str, str, int], ...]:
+    """The file's own columns, then every metric the registry tags ``COMPARING`` (metrics.METRICS)."""
+    return (*FILE_QUALITY, *((m.name, m.heading, m.digits) for m in metrics.columns(metrics.COMPARING)))
 
 
 def fill(
@@ -145,7 +144,7 @@ def quality_table(df: pd.DataFrame) -> pd.DataFrame:
     front = set(pareto_front(df))
     t = pd.DataFrame({"Model": _name(q), "Quant": q["quant"]})
     synthetic = synthetic_rows(q)
-    for col, heading, digits in QUALITY:
+    for col, heading, digits in quality_columns():
         values = (
             q[col] if col in q.columns else pd.Series(float("nan"), index=q.index)
         )  # a store of synthetic rows only
@@ -197,7 +196,7 @@ def agreement(df: pd.DataFrame) -> pd.DataFrame:
             continue
         rows.append(
             {"Model": _short(model), "Quant": quant, "llama.cpp build": build, "machines": g["machine"].nunique()}
-            | {h: float(g[c].max() - g[c].min()) for c, h, _ in QUALITY}
+            | {h: float(g[c].max() - g[c].min()) for c, h, _ in quality_columns()}
         )
     return pd.DataFrame(rows)
 
@@ -221,7 +220,7 @@ def agreement_sentence(df: pd.DataFrame) -> str:
             f"The store holds this configuration from {n} machines; those that share a llama.cpp build and CPU "
             "features measured no file in common, so no quality number is compared across them yet."
         )
-    worst = a[[h for _, h, _ in QUALITY]].abs().max()
+    worst = a[[h for _, h, _ in quality_columns()]].abs().max()
     if (worst == 0).all():
         return f"On the {int(a['machines'].max())} machines that share a build and CPU features, every quality number agrees exactly."
     parts = ", ".join(f"{h} by up to {v:.2g}" for h, v in worst.items() if v > 0)

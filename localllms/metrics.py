@@ -5,12 +5,15 @@ The evaluator (``evaluate.py``) keeps, per scored position, the record defined h
 divergence of the variant from the reference, and whether both rank the same token
 first. Every metric below is a function of those records, and is
 declared once in ``METRICS`` with its column name, its table heading, its printed
-rounding and, when ``llama-perplexity`` prints the same statistic, the label of that
-line and the tolerance of the cross-check. The summary, the CSV columns, the quality
-table and the cross-check all read this one list.
+rounding, the tables that show it (``tables``: a tag of ``TABLES``, or a :class:`Column`
+where that table's heading, "mean ± se" or order differs) and, when ``llama-perplexity``
+prints the same statistic, the label of that line and the tolerance of the cross-check.
+The summary, the CSV columns, every table of metrics (``columns(table)``) and the
+cross-check all read this one list.
 
 To add a metric: write its function of a :class:`Sample` and add one ``Metric(...)``
-line. Definitions, as in the case study (per prompt *i*, over its positions):
+line, tagged with the tables that should show it. Definitions, as in the case study
+(per prompt *i*, over its positions):
 
 * ``PPL_i = exp(mean NLL)``; Avg PPL ratio = mean_i PPL_i(Q) / PPL_i(base);
 * ``Corr(ln PPL_i(Q), ln PPL_i(base))`` across prompts (the case study's) and across
@@ -80,18 +83,53 @@ class Sample:
         return np.exp(-self.tokens.nll_q) - np.exp(-self.tokens.nll_base)
 
 
+# The tables that show metrics: a metric lists the tags of those that show it (Metric.tables).
+QUALITY = "quality"  # study.quality_table, the case study's main table
+CASE_STUDY = "case study"  # study.case_study_table, the seed chapter's table extended (and the CLI's)
+TAIL = "tail"  # study.tail_table: Δp and the KL divergence's far tail
+KV_CACHE = "kv cache"  # study.kvcache: the reference with a quantized KV cache against its f16 cache
+TWO_MODELS = "two models"  # study.across.side_by_side: two models' variants side by side
+IMATRIX = "imatrix"  # study.importance.gain_table: each metric without and with the importance matrix
+COMPARING = "comparing"  # compare.quality_columns: the comparing page, across models and machines
+CLI = "cli"  # the parseable "study:" line per variant of `python -m localllms study`
+TABLES = (QUALITY, CASE_STUDY, TAIL, KV_CACHE, TWO_MODELS, IMATRIX, COMPARING, CLI)
+MEAN_SE_TABLES = (CASE_STUDY, TAIL)  # the tables that print text columns, so can print "mean ± se"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A metric's column in one table, where it differs from a plain tag: its label as heading,
+    its value alone, in the registry's order."""
+
+    table: str  # one of TABLES
+    heading: str | None = None  # None: the metric's label; IMATRIX puts "without" / "with" at "{}"
+    with_se: bool = False  # "mean ± se", the se being the metric Metric.se names (MEAN_SE_TABLES only)
+    order: int = 0  # a table's columns sort by this, then by registry order (the tail's groups)
+
+
 @dataclass(frozen=True)
 class Metric:
-    """One quality metric: how it is computed, named, rounded and cross-checked."""
+    """One quality metric: how it is computed, named, rounded, shown and cross-checked."""
 
     name: str  # column in the results CSV and the store
-    label: str  # heading in the quality table
+    label: str  # heading in a table, unless that table's Column gives another
     compute: Callable[[Sample], float]
     digits: int  # rounding wherever the book prints it
     tool: str | None = None  # regex of the label llama-perplexity prints it under
     tolerance: tuple[str, float] | None = None  # ("rel" | "abs", bound) against the tool
-    table: bool = False  # shown in the quality table (compared by nbval)
-    across: bool = False  # shown on the comparing page, across models and machines (compare.QUALITY)
+    se: str | None = None  # the metric that is its standard error, for "mean ± se" columns
+    tables: tuple[str | Column, ...] = ()  # the tables that show it: a tag of TABLES, or a Column
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A metric as one table shows it (``columns``): CSV column, heading, rounding, and the CSV
+    column of its standard error when the table prints "mean ± se" (else None)."""
+
+    name: str
+    heading: str
+    digits: int
+    se: str | None = None
 
 
 # --------------------------------------------------------------------------- definitions
@@ -207,13 +245,29 @@ def _dp_at(fraction: float) -> Callable[[Sample], float]:
 DP_PERCENTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)  # min, ..., median, ..., max
 
 
+# The tail table's column groups after Δp's mean ± se (the registry order puts the KLD's first).
+_DP_TAIL, _RMS_TAIL, _KLD_TAIL = Column(TAIL, order=1), Column(TAIL, order=2), Column(TAIL, order=3)
+
 METRICS: tuple[Metric, ...] = (
-    Metric("ppl_q", "PPL", ppl_q, 3, r"Mean PPL\(Q\)", ("rel", 1e-5), table=True),
+    Metric("ppl_q", "PPL", ppl_q, 3, r"Mean PPL\(Q\)", ("rel", 1e-5), tables=(QUALITY, CASE_STUDY, CLI)),
     Metric("ppl_base", "PPL (reference)", ppl_base, 3, r"Mean PPL\(base\)", ("rel", 1e-5)),
     Metric("ln_ppl_ratio", "ln PPL ratio", ln_ppl_ratio, 4, r"Mean ln\(PPL\(Q\)/PPL\(base\)\)", ("abs", 1e-5)),
-    Metric("ppl_ratio_pct", "PPL ratio - 1 (%)", ppl_ratio_pct, 2, table=True, across=True),
+    Metric(
+        "ppl_ratio_pct",
+        "PPL ratio - 1 (%)",
+        ppl_ratio_pct,
+        2,
+        se="ppl_ratio_se",
+        tables=(QUALITY, COMPARING, Column(CASE_STUDY, "PPL Ratio - 1 (%)", with_se=True), CLI),
+    ),
     Metric("ppl_ratio_se", "PPL ratio - 1, se (%)", ppl_ratio_se, 2),
-    Metric("prompt_ln_ppl_corr_pct", "Corr (%)", prompt_ln_ppl_corr_pct, 2, table=True),
+    Metric(
+        "prompt_ln_ppl_corr_pct",
+        "Corr (%)",
+        prompt_ln_ppl_corr_pct,
+        2,
+        tables=(QUALITY, Column(CASE_STUDY, "Correlation (%)")),
+    ),
     Metric(
         "ln_ppl_corr_pct",
         "Token corr (%)",
@@ -222,28 +276,75 @@ METRICS: tuple[Metric, ...] = (
         r"Cor\(ln\(PPL\(Q\)\), ln\(PPL\(base\)\)\)",
         ("abs", 0.01),
     ),  # fmt: skip
-    Metric("kld_mean", "KLD mean", kld_mean, 4, r"Mean\s+KLD", ("rel", 1e-4), table=True, across=True),
+    Metric(
+        "kld_mean",
+        "KLD mean",
+        kld_mean,
+        4,
+        r"Mean\s+KLD",
+        ("rel", 1e-4),
+        se="kld_se",
+        tables=(
+            QUALITY,
+            COMPARING,
+            Column(CASE_STUDY, "KL Divergence (mean ± se)", with_se=True),
+            KV_CACHE,
+            TWO_MODELS,
+            Column(IMATRIX, "KLD {}"),
+            CLI,
+        ),
+    ),
     Metric("kld_se", "KLD se", kld_se, 4),
-    Metric("kld_median", "KLD median", kld_median, 4, r"Median\s+KLD", ("rel", 1e-4)),
-    Metric("kld_p99", "KLD p99", kld_p99, 3, r"99\.0%\s+KLD", ("rel", 1e-4), table=True, across=True),
-    Metric("same_top_pct", "Same top (%)", same_top_pct, 1, r"Same top p", ("abs", 1e-3), table=True, across=True),
-    # The tail (tails_table): the tool prints the KLD at 6 decimals and Δp in percent at 3, so
+    Metric("kld_median", "KLD median", kld_median, 4, r"Median\s+KLD", ("rel", 1e-4), tables=(CASE_STUDY,)),
+    Metric(
+        "kld_p99",
+        "KLD p99",
+        kld_p99,
+        3,
+        r"99\.0%\s+KLD",
+        ("rel", 1e-4),
+        tables=(QUALITY, COMPARING, CASE_STUDY, KV_CACHE, TWO_MODELS, CLI),
+    ),
+    Metric(
+        "same_top_pct",
+        "Same top (%)",
+        same_top_pct,
+        1,
+        r"Same top p",
+        ("abs", 1e-3),
+        tables=(QUALITY, COMPARING, CASE_STUDY, KV_CACHE, TWO_MODELS, Column(IMATRIX, "Same top {} (%)"), CLI),
+    ),
+    # The tail (tail_table): the tool prints the KLD at 6 decimals and Δp in percent at 3, so
     # the bounds are its printing (5e-7 on a KLD of order 1; 5e-4 percentage points) with room
     # for float32 rounding; the percentiles follow its index rule (tool_percentile).
-    Metric("kld_p999", "KLD p99.9", kld_p999, 3, r"99\.9%\s+KLD", ("rel", 1e-4)),
-    Metric("kld_max", "KLD max", kld_max, 3, r"Maximum KLD", ("rel", 1e-4)),
-    Metric("dp_mean_pct", "Δp mean (%)", dp_mean_pct, 2, r"Mean\s+Δp", ("abs", 1e-3)),
+    Metric("kld_p999", "KLD p99.9", kld_p999, 3, r"99\.9%\s+KLD", ("rel", 1e-4), tables=(_KLD_TAIL,)),
+    Metric("kld_max", "KLD max", kld_max, 3, r"Maximum KLD", ("rel", 1e-4), tables=(_KLD_TAIL,)),
+    Metric(
+        "dp_mean_pct",
+        "Δp mean (%)",
+        dp_mean_pct,
+        2,
+        r"Mean\s+Δp",
+        ("abs", 1e-3),
+        se="dp_se_pct",
+        tables=(
+            Column(TAIL, "Δp mean ± se (%)", with_se=True),
+            KV_CACHE,
+            TWO_MODELS,
+            Column(IMATRIX, "Δp mean {} (%)"),
+        ),
+    ),
     Metric("dp_se_pct", "Δp se (%)", dp_se_pct, 2),
-    Metric("dp_rms_pct", "RMS Δp (%)", dp_rms_pct, 2, r"RMS Δp", ("abs", 1e-3)),
-    Metric("dp_min_pct", "Δp min (%)", _dp_at(0.0), 1, r"Minimum Δp", ("abs", 1e-3)),
-    Metric("dp_p1_pct", "Δp p1 (%)", _dp_at(0.01), 1, r"(?<![\d.])1\.0%\s+Δp", ("abs", 1e-3)),
-    Metric("dp_p5_pct", "Δp p5 (%)", _dp_at(0.05), 1, r"(?<![\d.])5\.0%\s+Δp", ("abs", 1e-3)),
-    Metric("dp_p25_pct", "Δp p25 (%)", _dp_at(0.25), 2, r"25\.0%\s+Δp", ("abs", 1e-3)),
-    Metric("dp_median_pct", "Δp median (%)", _dp_at(0.5), 2, r"Median\s+Δp", ("abs", 1e-3)),
-    Metric("dp_p75_pct", "Δp p75 (%)", _dp_at(0.75), 2, r"75\.0%\s+Δp", ("abs", 1e-3)),
-    Metric("dp_p95_pct", "Δp p95 (%)", _dp_at(0.95), 1, r"95\.0%\s+Δp", ("abs", 1e-3)),
-    Metric("dp_p99_pct", "Δp p99 (%)", _dp_at(0.99), 1, r"99\.0%\s+Δp", ("abs", 1e-3)),
-    Metric("dp_max_pct", "Δp max (%)", _dp_at(1.0), 1, r"Maximum Δp", ("abs", 1e-3)),
+    Metric("dp_rms_pct", "RMS Δp (%)", dp_rms_pct, 2, r"RMS Δp", ("abs", 1e-3), tables=(_RMS_TAIL, KV_CACHE)),
+    Metric("dp_min_pct", "Δp min (%)", _dp_at(0.0), 1, r"Minimum Δp", ("abs", 1e-3), tables=(_DP_TAIL,)),
+    Metric("dp_p1_pct", "Δp p1 (%)", _dp_at(0.01), 1, r"(?<![\d.])1\.0%\s+Δp", ("abs", 1e-3), tables=(_DP_TAIL,)),
+    Metric("dp_p5_pct", "Δp p5 (%)", _dp_at(0.05), 1, r"(?<![\d.])5\.0%\s+Δp", ("abs", 1e-3), tables=(_DP_TAIL,)),
+    Metric("dp_p25_pct", "Δp p25 (%)", _dp_at(0.25), 2, r"25\.0%\s+Δp", ("abs", 1e-3), tables=(_DP_TAIL,)),
+    Metric("dp_median_pct", "Δp median (%)", _dp_at(0.5), 2, r"Median\s+Δp", ("abs", 1e-3), tables=(_DP_TAIL,)),
+    Metric("dp_p75_pct", "Δp p75 (%)", _dp_at(0.75), 2, r"75\.0%\s+Δp", ("abs", 1e-3), tables=(_DP_TAIL,)),
+    Metric("dp_p95_pct", "Δp p95 (%)", _dp_at(0.95), 1, r"95\.0%\s+Δp", ("abs", 1e-3), tables=(_DP_TAIL,)),
+    Metric("dp_p99_pct", "Δp p99 (%)", _dp_at(0.99), 1, r"99\.0%\s+Δp", ("abs", 1e-3), tables=(_DP_TAIL,)),
+    Metric("dp_max_pct", "Δp max (%)", _dp_at(1.0), 1, r"Maximum Δp", ("abs", 1e-3), tables=(_DP_TAIL,)),
 )
 # The tolerances above are for the cross-check against llama-perplexity with the reference stored
 # as the tool stores it (16-bit, floored 16 below the top logit; study/crosscheck.py): then only the
@@ -266,3 +367,31 @@ def summarize(prompts: Sequence[TokenStats]) -> dict[str, float]:
 def rounding() -> dict[str, int]:
     """Column name -> printed digits, for every metric."""
     return {m.name: m.digits for m in METRICS}
+
+
+def columns(table: str) -> list[Shown]:
+    """The metrics ``table`` (one of ``TABLES``) shows, in its order: those tagged with it in
+    ``METRICS``, so adding a tag to a metric adds its column to that table."""
+    if table not in TABLES:
+        raise ValueError(f"{table!r} is not a table of metrics (metrics.TABLES: {', '.join(TABLES)})")
+    found = []
+    for position, m in enumerate(METRICS):
+        for c in m.tables:
+            c = Column(c) if isinstance(c, str) else c
+            if c.table not in TABLES:
+                raise ValueError(f"{m.name} is tagged for {c.table!r}, not a table of metrics.TABLES")
+            if c.table != table:
+                continue
+            if c.with_se and (table not in MEAN_SE_TABLES or m.se not in BY_NAME):
+                raise ValueError(f"{m.name} cannot be printed as mean ± se in the {table} table")
+            se = m.se if c.with_se else None
+            found.append(((c.order, position), Shown(m.name, c.heading or m.label, m.digits, se)))
+    return [shown for _, shown in sorted(found, key=lambda x: x[0])]
+
+
+def identical() -> dict[str, float]:
+    """Every metric of a variant identical to its reference (what a table prints for the reference
+    set beside its variants): computed, so a new metric needs no value of its own for that row."""
+    nll = np.array([0.5, 1.0, 2.0, 4.0])
+    same = TokenStats(nll, nll.copy(), np.zeros(nll.size), np.ones(nll.size, dtype=bool))
+    return summarize([same, same, same])

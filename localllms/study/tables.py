@@ -1,4 +1,4 @@
-"""The case study's tables, at the rounding each metric declares (``metrics.METRICS``)."""
+"""The case study's tables: their metric columns, headings and rounding as ``metrics.METRICS`` declares them."""
 
 from __future__ import annotations
 
@@ -25,19 +25,24 @@ def interval(df: pd.DataFrame, col: str, digits: int = 1, times: bool = False) -
     ]
 
 
+def _add_metrics(t: pd.DataFrame, df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """The metric columns the registry tags for ``table``, in its order: each at its rounding, or
+    "mean ± se" at the mean's."""
+    for c in metrics.columns(table):
+        t[c.heading] = _pm(df[c.name], df[c.se], c.digits) if c.se else df[c.name].round(c.digits)
+    return t
+
+
 def quality_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Sizes and the quality metrics marked for the table: deterministic, so nbval compares them."""
-    shown = [m for m in metrics.METRICS if m.table]
+    """Sizes and the quality metrics tagged for the table: deterministic, so nbval compares them."""
     t = pd.DataFrame({"Model": df["quant"], "Size (MiB)": df["size_mib"].round(1), "BPW": df["bpw"].round(2)})
-    for m in shown:
-        t[m.label] = df[m.name].round(m.digits)
-    return t.set_index("Model")
+    return _add_metrics(t, df, metrics.QUALITY).set_index("Model")
 
 
 def case_study_table(df: pd.DataFrame) -> pd.DataFrame:
     """The case study's table, extended: speeds as the median over rounds with its interval, each
-    variant's generation against the reference in the same round, and every quality column."""
-    d = metrics.rounding()
+    variant's generation against the reference in the same round, and every quality column tagged
+    for it (headings as in the seed chapter)."""
     t = pd.DataFrame(
         {
             "Model": df["quant"],
@@ -46,16 +51,9 @@ def case_study_table(df: pd.DataFrame) -> pd.DataFrame:
             "Prompt throughput (tok/s)": interval(df, "pp_tps"),
             "Generation (tok/s)": interval(df, "tg_tps"),
             "Generation vs reference": interval(df, "tg_vs_ref", 2, times=True),
-            "PPL": df["ppl_q"].round(d["ppl_q"]),
-            "PPL Ratio - 1 (%)": _pm(df["ppl_ratio_pct"], df["ppl_ratio_se"], d["ppl_ratio_pct"]),
-            "Correlation (%)": df["prompt_ln_ppl_corr_pct"].round(d["prompt_ln_ppl_corr_pct"]),
-            "KL Divergence (mean ± se)": _pm(df["kld_mean"], df["kld_se"], d["kld_mean"]),
-            "KLD median": df["kld_median"].round(d["kld_median"]),
-            "KLD p99": df["kld_p99"].round(d["kld_p99"]),
-            "Same top (%)": df["same_top_pct"].round(d["same_top_pct"]),
         }
     )
-    return t.set_index("Model")
+    return _add_metrics(t, df, metrics.CASE_STUDY).set_index("Model")
 
 
 def roofline_table(study) -> pd.DataFrame:  # noqa: ANN001 - a pipeline.Study (the import would be circular)
@@ -110,16 +108,9 @@ def pareto_front(df: pd.DataFrame) -> list[str]:
     return front
 
 
-TAIL_METRICS = ("dp_min_pct", "dp_p1_pct", "dp_p5_pct", "dp_p25_pct", "dp_median_pct", "dp_p75_pct", "dp_p95_pct",
-                "dp_p99_pct", "dp_max_pct", "dp_rms_pct", "kld_p999", "kld_max")  # fmt: skip
-
-
 def tail_table(df: pd.DataFrame) -> pd.DataFrame:
     """Δp (variant minus reference probability of the next token, in percentage points): mean ± se,
-    its percentiles and RMS, and the KL divergence's far tail, per variant (deterministic)."""
+    its percentiles and RMS, and the KL divergence's far tail, per variant (deterministic): the
+    metrics tagged for the tail, in the order their tags give."""
     q = df[df["quant"] != df["reference_label"]]
-    d = metrics.rounding()
-    t = pd.DataFrame({"Model": q["quant"], "Δp mean ± se (%)": _pm(q["dp_mean_pct"], q["dp_se_pct"], d["dp_mean_pct"])})
-    for name in TAIL_METRICS:
-        t[metrics.BY_NAME[name].label] = q[name].round(d[name])
-    return t.set_index("Model")
+    return _add_metrics(pd.DataFrame({"Model": q["quant"]}), q, metrics.TAIL).set_index("Model")

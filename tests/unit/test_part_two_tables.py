@@ -146,7 +146,7 @@ def _rows(q: dict[str, tuple[float, float, float, float]]) -> pd.DataFrame:
         rows.append({"quant": name, "reference_label": "REF", "dp_p1_pct": p1, "dp_p99_pct": p99, "dp_mean_pct": mean,
                      "dp_se_pct": se, "dp_rms_pct": abs(p1) / 3})  # fmt: skip
     df = pd.DataFrame(rows)
-    for name in tail_table.__globals__["TAIL_METRICS"]:
+    for name in (c.name for c in metrics.columns(metrics.TAIL)):
         if name not in df:
             df[name] = 0.0
     return df
