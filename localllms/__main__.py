@@ -165,8 +165,7 @@ def cmd_parameters(args: argparse.Namespace) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> None:
-    from . import provenance, study
-    from .metrics import rounding
+    from . import metrics, provenance, study
 
     config = _study_config(args, model=args.model)  # checks every value before anything heavy runs
     result = study.run(config)
@@ -180,10 +179,10 @@ def cmd_study(args: argparse.Namespace) -> None:
     print()
     print(study.case_study_table(df).to_markdown())
     print()
-    digits = rounding()
+    shown = metrics.columns(metrics.CLI)
     for r in df.to_dict("records"):  # one parseable line per model
         fields = [f"quant={r['quant']}", f"size_mib={r['size_mib']:.2f}", f"bpw={r['bpw']:.3f}",
-                  *(f"{k}={r[k]:.{digits[k]}f}" for k in ("ppl_q", "ppl_ratio_pct", "kld_mean", "kld_p99", "same_top_pct")),
+                  *(f"{m.name}={r[m.name]:.{m.digits}f}" for m in shown),
                   f"pp_tps={r['pp_tps']:.2f}", f"tg_tps={r['tg_tps']:.2f}"]  # fmt: skip
         print("study: " + " ".join(fields))
     print(f"csv: {result.csv}")

@@ -68,7 +68,7 @@ def own_type(study: Study, num_prompts: int, progress_bars: bool = True) -> OwnT
 def side_by_side(studies: Sequence[Study], owns: Sequence[OwnType | None], num_prompts: int) -> pd.DataFrame:
     """Per model and variant: bits per weight and the quality figures on the first ``num_prompts``
     prompts (the same texts for every model), the source's own type marked."""
-    d = metrics.rounding()
+    shown = metrics.columns(metrics.TWO_MODELS)
     rows = []
     for st, own in zip(studies, owns, strict=True):
         q = st.rows[st.rows["quant"] != st.rows["reference_label"]]
@@ -84,10 +84,7 @@ def side_by_side(studies: Sequence[Study], owns: Sequence[OwnType | None], num_p
                     "Model": st.model.spec,
                     "Variant": quant + (OWN if own is not None and quant == own.variant.display else ""),
                     "BPW": round(float(bpw), 2),
-                    "KLD mean": round(float(r["kld_mean"]), d["kld_mean"]),
-                    "KLD p99": round(float(r["kld_p99"]), d["kld_p99"]),
-                    "Same top (%)": round(float(r["same_top_pct"]), d["same_top_pct"]),
-                    "Δp mean (%)": round(float(r["dp_mean_pct"]), d["dp_mean_pct"]),
+                    **{m.heading: round(float(r[m.name]), m.digits) for m in shown},
                     "Prompts": int(r["n_prompts"]),
                 }
             )

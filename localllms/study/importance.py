@@ -107,10 +107,11 @@ def quoted(path: Path = QUOTED_FILE) -> pd.DataFrame:
 
 
 def gain_table(res: ImportanceStudy, quoted_rows: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per type: KLD, same-top share and mean Δp without and with the matrix, the relative change
-    of the KLD, and llama.cpp's LLaMA-3-8B KLD without and with its matrix (quoted)."""
+    """Per type: each metric tagged for this table (KLD, same-top share, mean Δp) without and with the
+    matrix, the relative change of the KLD, and llama.cpp's LLaMA-3-8B KLD without and with its
+    matrix (quoted)."""
     q = quoted() if quoted_rows is None else quoted_rows
-    d = metrics.rounding()
+    shown = metrics.columns(metrics.IMATRIX)
     out = []
     for t in res.types:
         sub = res.rows[res.rows["type"] == t].set_index("imatrix")
@@ -121,15 +122,14 @@ def gain_table(res: ImportanceStudy, quoted_rows: pd.DataFrame | None = None) ->
             "Type": t,
             "BPW": round(w["bpw"], 2),
             "Tensor types": w["mix"] if wo is None or same_mix else f"different mixes: {wo['mix']} → {w['mix']}",
-            "KLD without": round(wo["kld_mean"], d["kld_mean"]) if wo is not None else None,
-            "KLD with": round(w["kld_mean"], d["kld_mean"]),
-            "KLD change (%)": round(100 * (w["kld_mean"] / wo["kld_mean"] - 1), 1) if wo is not None else None,
-            "± se (%)": round(gain_se(wo["prompt_kld"], w["prompt_kld"]), 1) if wo is not None else None,
-            "Same top without (%)": round(wo["same_top_pct"], 1) if wo is not None else None,
-            "Same top with (%)": round(w["same_top_pct"], 1),
-            "Δp mean without (%)": round(wo["dp_mean_pct"], 2) if wo is not None else None,
-            "Δp mean with (%)": round(w["dp_mean_pct"], 2),
         }
+        for m in shown:  # each metric tagged for this table, without and with the matrix
+            heading = m.heading if "{}" in m.heading else m.heading + " {}"
+            row[heading.format("without")] = round(wo[m.name], m.digits) if wo is not None else None
+            row[heading.format("with")] = round(w[m.name], m.digits)
+            if m.name == "kld_mean":  # the gain is the KL divergence's: its change and that change's error
+                row["KLD change (%)"] = round(100 * (w["kld_mean"] / wo["kld_mean"] - 1), 1) if wo is not None else None
+                row["± se (%)"] = round(gain_se(wo["prompt_kld"], w["prompt_kld"]), 1) if wo is not None else None
         mine = q[q["quant"] == t].set_index("imatrix")["kld_mean"]
         none, wt = mine.get("None"), mine.get("WT 10m")
         row["LLaMA-3-8B KLD without (quoted)"] = none

@@ -55,7 +55,7 @@ def run(
     texts = first_prompts(study, num_prompts)
     ev = evaluate.evaluate_prompts(ref, scored, texts, study.threads, study.build, progress_bars)
     arch = memory.architecture(ref)
-    d = metrics.rounding()
+    shown = metrics.columns(metrics.KV_CACHE)
     rows = []
     for c in types:
         per_el = bytes_per_element(c)
@@ -63,19 +63,9 @@ def run(
         row = {"KV cache": c, "bytes per element": round(per_el, 4), "KV per token (KiB)": round(per_token / 1024, 2)}
         for n in contexts:
             row[f"KV at {n} tokens (MiB)"] = round(memory.kv_bytes(arch, n, cache_bytes=per_el) / memory.MIB, 1)
-        if c == REFERENCE_CACHE:
-            row.update({"KLD mean": 0.0, "KLD p99": 0.0, "Same top (%)": 100.0, "Δp mean (%)": 0.0, "RMS Δp (%)": 0.0})
-        else:
-            s = metrics.summarize(ev.per_prompt[label(c)])
-            row.update(
-                {
-                    "KLD mean": round(s["kld_mean"], d["kld_mean"]),
-                    "KLD p99": round(s["kld_p99"], d["kld_p99"]),
-                    "Same top (%)": round(s["same_top_pct"], d["same_top_pct"]),
-                    "Δp mean (%)": round(s["dp_mean_pct"], d["dp_mean_pct"]),
-                    "RMS Δp (%)": round(s["dp_rms_pct"], d["dp_rms_pct"]),
-                }
-            )
+        # the f16 cache is the reference itself, not scored: its row is every metric of an identical variant
+        s = metrics.identical() if c == REFERENCE_CACHE else metrics.summarize(ev.per_prompt[label(c)])
+        row.update({m.heading: round(s[m.name], m.digits) for m in shown})
         rows.append(row)
     return KVCacheStudy(types, ev, pd.DataFrame(rows).set_index("KV cache"))
 
