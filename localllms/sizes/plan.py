@@ -30,7 +30,7 @@ VALIDATE_N_PROMPT = 128
 VALIDATE_N_GEN = 32
 VALIDATE_CONTEXT = 4096  # llama-server's context for the memory check: a typical chat
 # The first pair (the book's model at the first type) is also run with this many tokens already in
-# the context: attention is the one kernel whose work depends on values (llama.cpp's online softmax
+# the context: attention is the one kernel whose work (not only its speed) depends on values (llama.cpp's online softmax
 # rescales its sum whenever a key scores above every earlier one), and with a full context it is a
 # large share of the work. SmolLM2 attends over every layer's whole context, so it is the strongest test.
 VALIDATE_DEPTH = 2048
