@@ -114,7 +114,7 @@ def study(config: StudyConfig, host: dict | None = None, progress_bars: bool = T
                 "tg_tps": tg.median, "tg_lo": tg.lo, "tg_hi": tg.hi,
                 "pp_vs_ref": float("nan"), "pp_vs_ref_lo": float("nan"), "pp_vs_ref_hi": float("nan"),
                 "tg_vs_ref": float("nan"), "tg_vs_ref_lo": float("nan"), "tg_vs_ref_hi": float("nan"),
-                "speed_seed": speed.seed,
+                "shuffle_seed": speed.seed,
                 "bytes_per_token": bytes_per_token(f.path),
                 **config.run_values(threads=threads, corpus=CORPUS),
                 **provenance.row_columns(build, prov),
