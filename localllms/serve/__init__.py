@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from . import figures
 from .attainment import Attainment, clopper_pearson
-from .capacity import capacity_text, rate_text, sweep_reading, sweep_table
+from .capacity import capacity_text, rate_reading, rate_table, rate_text
 from .chapter import Chapter, OpenLoop, ask, load_average
 from .clients import (
     CHAT_SYSTEM,
@@ -136,7 +136,7 @@ __all__ = [
     "clopper_pearson",
     "capacity_text",
     "rate_text",
-    "sweep_table",
+    "rate_table",
     # process
     "LOOPBACK",
     "LlamaServer",
@@ -183,7 +183,7 @@ __all__ = [
     "options_table",
     "rate_search",
     "sequential_latency",
-    "sweep_reading",
+    "rate_reading",
     "check_lengths",
     "prompt_cache_reading",
     "prompt_cache_sweep",

@@ -5,10 +5,10 @@ the measuring modules, so rewording a reading here never measures again. Every a
 stated with its request count and its exact interval (``attainment``): "0.75 requests/s met the
 target for 19 of 20 requests (95 %, 90 % interval 78–99.7 %)".
 
-* ``Probe``, ``SweepResult``: what the rate search (``loadgen.rate_search``) found, as data.
+* ``Probe``, ``RateSearchResult``: what the rate search (``loadgen.rate_search``) found, as data.
 * ``rate_text``: a rate with its unit ("1 request/s", "0.75 requests/s").
-* ``sweep_table``: one row per probed rate.
-* ``sweep_reading``: the highest rate that met the target, the lowest that did not, and what the
+* ``rate_table``: one row per probed rate.
+* ``rate_reading``: the highest rate that met the target, the lowest that did not, and what the
   passing rule and the interval say about them.
 * ``capacity_text``: the capacity in one cell, for the runtimes' comparison table.
 """
@@ -38,7 +38,7 @@ class Probe:
 
 
 @dataclass
-class SweepResult:
+class RateSearchResult:
     """The rate search: every probe (sorted by rate in ``table``), the search's verdict, the server command."""
 
     probes: list[Probe]
@@ -55,7 +55,7 @@ class SweepResult:
 
     def table(self, digits: int = 2) -> pd.DataFrame:
         """One row per probed rate: throughput, latency percentiles, attainment with its interval, goodput."""
-        return sweep_table(self, digits)
+        return rate_table(self, digits)
 
     def records(self) -> pd.DataFrame:
         import pandas as pd
@@ -68,7 +68,7 @@ def rate_text(rate: float) -> str:
     return f"{rate:g} request/s" if rate == 1 else f"{rate:g} requests/s"
 
 
-def sweep_table(sweep: SweepResult, digits: int = 2) -> pd.DataFrame:
+def rate_table(searched: RateSearchResult, digits: int = 2) -> pd.DataFrame:
     """One row per probed rate (sorted): throughput, latency percentiles, attainment with its interval, goodput,
     and whether the probe passed (all its requests sent, the target's share reached)."""
     import pandas as pd
@@ -85,9 +85,9 @@ def sweep_table(sweep: SweepResult, digits: int = 2) -> pd.DataFrame:
         "tpot_p99_ms": "TPOT p99 (ms)",
         "itl_p99_ms": "ITL p99 (ms)",
     }
-    passed = dict(sweep.search.probes)
+    passed = dict(searched.search.probes)
     rows = []
-    for p in sorted(sweep.probes, key=lambda p: p.rate):
+    for p in sorted(searched.probes, key=lambda p: p.rate):
         a = from_summary(p.summary)
         rows.append(
             {
@@ -102,27 +102,27 @@ def sweep_table(sweep: SweepResult, digits: int = 2) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("offered req/s").round(digits)
 
 
-def _probe(sweep: SweepResult, rate: float) -> dict:
-    return next(p.summary for p in sweep.probes if p.rate == rate)
+def _probe(searched: RateSearchResult, rate: float) -> dict:
+    return next(p.summary for p in searched.probes if p.rate == rate)
 
 
-def sweep_reading(sweep: SweepResult) -> str:
+def rate_reading(searched: RateSearchResult) -> str:
     """The rate search's outcome in sentences computed from its probes, each attainment with its count and interval."""
-    target = sweep.target
-    hi, lo = sweep.search.highest_passing, sweep.search.lowest_failing
-    n = max((int(p.summary.get("sent") or 0) for p in sweep.probes), default=0)
+    target = searched.target
+    hi, lo = searched.search.highest_passing, searched.search.lowest_failing
+    n = max((int(p.summary.get("sent") or 0) for p in searched.probes), default=0)
     out = []
     if hi is None:
         out.append(f"No rate probed met the target ({target.describe()}).")
     else:
-        s = _probe(sweep, hi)
+        s = _probe(searched, hi)
         out.append(
             f"The highest rate that met the target ({target.describe()}) was **{rate_text(hi)}** on "
-            f"{sweep.parallel} slots: {from_summary(s).text()} within the bounds, TTFT p99 "
+            f"{searched.parallel} slots: {from_summary(s).text()} within the bounds, TTFT p99 "
             f"{s['ttft_p99_ms']:.0f} ms, TPOT p99 {s['tpot_p99_ms']:.0f} ms, {s['output_tokens_per_s']:.0f} output tokens/s."
         )
     if lo is not None:
-        s = _probe(sweep, lo)
+        s = _probe(searched, lo)
         a = from_summary(s)
         at = f"At {rate_text(lo)}" if hi is not None else f"At the lowest rate probed, {rate_text(lo)},"
         out.append(
@@ -130,13 +130,13 @@ def sweep_reading(sweep: SweepResult) -> str:
             f"{s['tpot_p99_ms']:.0f} ms)" + (", so the capacity under this target lies between the two." if hi else ".")
         )
     elif hi is not None:
-        out.append(f"No probed rate failed ({sweep.search.stopped}), so {rate_text(hi)} is a lower bound.")
+        out.append(f"No probed rate failed ({searched.search.stopped}), so {rate_text(hi)} is a lower bound.")
     out.append(
-        f"The search probed {len(sweep.probes)} rates and stopped because it {_stop_phrase(sweep.search.stopped)}. "
+        f"The search probed {len(searched.probes)} rates and stopped because it {_stop_phrase(searched.search.stopped)}. "
         + _rule_phrase(n, target.attainment)
     )
     if hi is not None:
-        out.append(_interval_phrase(from_summary(_probe(sweep, hi)), target.attainment))
+        out.append(_interval_phrase(from_summary(_probe(searched, hi)), target.attainment))
     return " ".join(out)
 
 
@@ -159,13 +159,13 @@ def _interval_phrase(a: Attainment, share: float) -> str:
     )
 
 
-def capacity_text(sweep: SweepResult) -> str:
+def capacity_text(searched: RateSearchResult) -> str:
     """The capacity in one cell: "0.75 req/s (19 of 20 requests within the target, 90 % interval 78–99.7 %)"."""
-    hi = sweep.search.highest_passing
+    hi = searched.search.highest_passing
     if hi is None:
-        lo = sweep.search.lowest_failing
+        lo = searched.search.lowest_failing
         return f"none (even {lo:g} req/s missed)" if lo is not None else "not measured"
-    a = from_summary(_probe(sweep, hi))
+    a = from_summary(_probe(searched, hi))
     return (
         f"{hi:g} req/s ({a.met} of {a.n} requests within the target, {100 * a.level:g} % interval {a.interval_text()})"
     )

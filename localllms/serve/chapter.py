@@ -42,7 +42,7 @@ from .clients import (
     completion_requests,
 )
 from .load import load_test
-from .loadgen import SweepResult, check_open_loop, rate_search, sequential_latency
+from .loadgen import RateSearchResult, check_open_loop, rate_search, sequential_latency
 from .options import compare_options
 from .options_reading import options_reading, options_table
 from .process import LlamaServer, ManagedServer, shell_line
@@ -365,28 +365,28 @@ class Chapter:
         self._measured("closed_loop", per_request, params)
         return ClosedLoop(levels, per_request)
 
-    def rate_search(self, warmup: int) -> SweepResult:
+    def rate_search(self, warmup: int) -> RateSearchResult:
         """The highest Poisson arrival rate that meets the target (the open-loop parameters of :meth:`setup`)."""
         o = self.open_loop
-        sweep = rate_search(
+        searched = rate_search(
             self.model, self.workload, self.target, o.start_rate, o.requests_per_rate, o.max_probes, o.tolerance,
             o.parallel, warmup, self.threads, build=self.build,
         )  # fmt: skip
-        self.commands[f"open loop, rate search ({o.parallel} slots)"] = sweep.command
+        self.commands[f"open loop, rate search ({o.parallel} slots)"] = searched.command
         params = {"parallel": o.parallel, "requests_per_rate": o.requests_per_rate, "target": asdict(self.target)}
-        self._measured("rate_search", sweep.records(), {**params, **self.workload.identity()})
-        return sweep
+        self._measured("rate_search", searched.records(), {**params, **self.workload.identity()})
+        return searched
 
-    def compare_options(self, sweep: SweepResult, warmup: int) -> OptionsRun:
+    def compare_options(self, searched: RateSearchResult, warmup: int) -> OptionsRun:
         """The search's run, again against each server configuration, at the lowest rate that missed the
         target (or the highest probed, if none did): where the options decide whether it is met."""
         import pandas as pd
 
         o = self.open_loop
-        rate = sweep.search.lowest_failing or sweep.search.highest_passing or o.start_rate
+        rate = searched.search.lowest_failing or searched.search.highest_passing or o.start_rate
         results = compare_options(
             self.model, self.workload, self.target, rate, o.requests_per_rate, warmup=warmup, threads=self.threads,
-            sweep=sweep, build=self.build,
+            searched=searched, build=self.build,
         )  # fmt: skip
         for r in results:
             self.commands[f"options: {r['label']}"] = r["command"]
@@ -491,7 +491,7 @@ class Chapter:
     # ----------------------------------------------------------------------- the chapter's summaries
 
     def comparison_table(
-        self, latency: LatencyRun, load: ClosedLoop, sweep: SweepResult, others: OtherRuntimes
+        self, latency: LatencyRun, load: ClosedLoop, searched: RateSearchResult, others: OtherRuntimes
     ) -> pd.DataFrame:
         """The three runtimes compared, with what this chapter measured on each ("not measured" elsewhere)."""
         table = latency.table
@@ -500,7 +500,7 @@ class Chapter:
             "TTFT median (ms)": table.loc["time to first token (ms)", "p50"],
             "TPOT median (ms)": table.loc["time per output token (ms)", "p50"],
             "peak aggregate tokens/s": load.levels["aggregate_tokens_per_s"].max(),
-            "highest rate meeting the target": capacity.capacity_text(sweep),
+            "highest rate meeting the target": capacity.capacity_text(searched),
         }
         return runtimes.comparison_table({"llama.cpp": here, **others.measured})
 

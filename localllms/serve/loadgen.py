@@ -27,7 +27,7 @@ from ..build import BuildInfo, current_build
 from ..errors import UserError
 from ..models import ResolvedModel
 from . import records as rec
-from .capacity import Probe, SweepResult
+from .capacity import Probe, RateSearchResult
 from .clients import SEED
 from .process import LlamaServer, ManagedServer
 from .stats import ServiceTarget, poisson_arrivals, run_summary, search_highest_rate
@@ -146,7 +146,7 @@ def rate_search(
     min_rate: float = 0.25,
     build: BuildInfo | None = None,
     log_dir: Path | None = None,
-) -> SweepResult:
+) -> RateSearchResult:
     """The highest Poisson arrival rate at which ``target`` holds, by :func:`~localllms.serve.stats.search_highest_rate`.
 
     One server with ``parallel`` slots serves every probe (after ``warmup`` requests, excluded);
@@ -191,7 +191,7 @@ def rate_search(
         bar.close()
         if state["server"] is not None:
             state["server"].stop()
-    return SweepResult(probes, search, target, command, parallel, state["warmup"], seed)
+    return RateSearchResult(probes, search, target, command, parallel, state["warmup"], seed)
 
 
 # =========================================================================== parameters

@@ -17,7 +17,7 @@ from ..build import BuildInfo, current_build
 from ..models import ResolvedModel
 from . import records as rec
 from .clients import SEED
-from .loadgen import SweepResult, run_probe
+from .loadgen import RateSearchResult, run_probe
 from .stats import ServiceTarget
 from .workload import Workload, benchmark_server, warm_up
 
@@ -43,14 +43,14 @@ def compare_options(
     threads: int | None = None,
     seed: int = SEED,
     time_budget_s: float = 120.0,
-    sweep: SweepResult | None = None,
+    searched: RateSearchResult | None = None,
     build: BuildInfo | None = None,
     log_dir: Path | None = None,
 ) -> list[dict]:
     """The same open-loop run (``requests`` at ``rate`` per second, same seed) against one server per option set.
 
     Returns one dict per option set: its label, command line, summary and records. Each is cached
-    as soon as it ends. A ``sweep`` that already ran this rate with the same requests, seed and
+    as soon as it ends. A rate search (``searched``) that already ran this rate with the same requests, seed and
     default options supplies that configuration's run instead of a new one (its label says so).
     """
     build = build or current_build()
@@ -58,7 +58,7 @@ def compare_options(
     options = options or SERVER_OPTIONS
     out = []
     for label, (parallel, extra) in progress.track(list(options.items()), "server options", "config"):
-        reused = _from_sweep(sweep, rate, parallel, extra, requests, seed, target) if sweep else None
+        reused = _from_search(searched, rate, parallel, extra, requests, seed, target) if searched else None
         if reused is not None:
             out.append({"label": label + FROM_SEARCH, "parallel": parallel, "extra_args": [], **reused})
             continue
@@ -75,12 +75,18 @@ def compare_options(
     return out
 
 
-def _from_sweep(
-    sweep: SweepResult, rate: float, parallel: int, extra: Sequence[str], requests: int, seed: int, t: ServiceTarget
+def _from_search(
+    searched: RateSearchResult,
+    rate: float,
+    parallel: int,
+    extra: Sequence[str],
+    requests: int,
+    seed: int,
+    t: ServiceTarget,
 ) -> dict | None:
-    same = parallel == sweep.parallel and not extra and seed == sweep.seed and t == sweep.target
-    probe = next((p for p in sweep.probes if p.rate == rate and len(p.records) == requests), None)
+    same = parallel == searched.parallel and not extra and seed == searched.seed and t == searched.target
+    probe = next((p for p in searched.probes if p.rate == rate and len(p.records) == requests), None)
     if not same or probe is None:
         return None
-    return {"command": sweep.command, "warmup": [], "rate": rate, "records": probe.records,
+    return {"command": searched.command, "warmup": [], "rate": rate, "records": probe.records,
             "duration_s": probe.duration_s, "summary": probe.summary}  # fmt: skip

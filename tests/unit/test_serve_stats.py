@@ -246,20 +246,20 @@ def _summary(sent: int, attainment: float, ttft_p99: float, tpot_p99: float = 40
     }
 
 
-def test_sweep_reading_names_the_highest_rate_and_the_bracket() -> None:
-    from localllms.serve.capacity import sweep_reading
-    from localllms.serve.loadgen import Probe, SweepResult
+def test_rate_reading_names_the_highest_rate_and_the_bracket() -> None:
+    from localllms.serve.capacity import rate_reading
+    from localllms.serve.loadgen import Probe, RateSearchResult
 
     search = stats.RateSearch(probes=[(1.0, True), (2.0, True), (4.0, False), (3.0, False), (2.5, True)])
     search.stopped = "bracketed within 25 %"
     ttft = {1.0: 300.0, 2.0: 500.0, 4.0: 5000.0, 3.0: 1500.0, 2.5: 800.0}
     probes = [Probe(r, [], 10.0, _summary(20, 1.0 if ok else 0.6, ttft[r])) for r, ok in search.probes]
-    sweep = SweepResult(probes, search, TARGET, "llama-server ...", 4, [])
-    table = sweep.table()
+    searched = RateSearchResult(probes, search, TARGET, "llama-server ...", 4, [])
+    table = searched.table()
     assert list(table.index) == [1.0, 2.0, 2.5, 3.0, 4.0]  # sorted by rate
     assert table.loc[3.0, "met target"] == 12 and table.loc[3.0, "attainment (90 % interval)"] == "60 % (39–78 %)"
     assert list(table["meets target"]) == [True, True, True, False, False]  # the search's own verdicts
-    text = sweep_reading(sweep)
+    text = rate_reading(searched)
     assert (
         "was **2.5 requests/s** on 4 slots: 20 of 20 requests (100 %, 90 % interval 86–100 %) within the bounds, "
         "TTFT p99 800 ms" in text
@@ -365,24 +365,24 @@ def test_latency_reading_states_what_the_percentiles_rest_on() -> None:
     assert "rests on 6 gaps." in text
 
 
-def test_sweep_reading_states_the_passing_rule() -> None:
-    from localllms.serve.capacity import sweep_reading
-    from localllms.serve.loadgen import Probe, SweepResult
+def test_rate_reading_states_the_passing_rule() -> None:
+    from localllms.serve.capacity import rate_reading
+    from localllms.serve.loadgen import Probe, RateSearchResult
 
     search = stats.RateSearch(probes=[(1.0, True), (2.0, False)])
     search.stopped = "bracketed within 25 %"
     probes = [Probe(1.0, [], 10.0, _summary(12, 1.0, 300.0)), Probe(2.0, [], 10.0, _summary(12, 0.5, 3000.0))]
-    text = sweep_reading(SweepResult(probes, search, TARGET, "llama-server ...", 4, []))
+    text = rate_reading(RateSearchResult(probes, search, TARGET, "llama-server ...", 4, []))
     assert "at least 99 % of them met the bounds: that allows no miss at all, so a single slow request fails" in text
     target = stats.ServiceTarget(1000, 100, 0.9)
     probes = [Probe(1.0, [], 10.0, _summary(20, 0.95, 300.0)), Probe(2.0, [], 10.0, _summary(20, 0.5, 3000.0))]
-    text = sweep_reading(SweepResult(probes, search, target, "llama-server ...", 4, []))
+    text = rate_reading(RateSearchResult(probes, search, target, "llama-server ...", 4, []))
     assert "when all its 20 requests were sent and at least 90 % of them met the bounds: 2 may miss" in text
     assert "a single slow request cannot decide a probe" in text
     none = stats.RateSearch(probes=[(1.0, False), (0.5, False)])
     none.stopped = "even 0.5 requests/s misses the target"
     failing = [Probe(1.0, [], 10.0, _summary(12, 0.0, 9000.0)), Probe(0.5, [], 10.0, _summary(12, 0.0, 5000.0))]
-    text = sweep_reading(SweepResult(failing, none, TARGET, "llama-server ...", 4, []))
+    text = rate_reading(RateSearchResult(failing, none, TARGET, "llama-server ...", 4, []))
     assert text.startswith("No rate probed met the target (TTFT ≤ 1000 ms and TPOT ≤ 100 ms for 99 % of requests). ")
     assert "At the lowest rate probed, 0.5 requests/s, 0 of 12 requests (0 %, 90 % interval 0–22 %) met it" in text
 
