@@ -364,11 +364,6 @@ def summarize(prompts: Sequence[TokenStats]) -> dict[str, float]:
     }
 
 
-def rounding() -> dict[str, int]:
-    """Column name -> printed digits, for every metric."""
-    return {m.name: m.digits for m in METRICS}
-
-
 def columns(table: str) -> list[Shown]:
     """The metrics ``table`` (one of ``TABLES``) shows, in its order: those tagged with it in
     ``METRICS``, so adding a tag to a metric adds its column to that table."""

@@ -64,7 +64,7 @@ def test_a_metric_is_one_declaration(monkeypatch: pytest.MonkeyPatch, capsys: py
     summary = metrics.summarize(per_variant["Q4_K_M"])
     value = summary["worst_nll"]
     assert value == _worst_nll(metrics.Sample(per_variant["Q4_K_M"])) and summary["worst_nll_se"] == 0.25
-    assert metrics.rounding()["worst_nll"] == 3
+    assert metrics.BY_NAME["worst_nll"].digits == 3
 
     df = _study_rows(per_variant)  # the CSV row holds it, so every table of the case study can read it
     assert study.quality_table(df).loc["Q4_K_M", "Worst NLL"] == round(value, 3)
