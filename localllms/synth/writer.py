@@ -66,8 +66,9 @@ def _halves(rng: np.random.Generator, n: int) -> np.ndarray:
 def q8_0_blocks(n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` Q8_0 blocks of Gaussian weights quantized by llama-quantize's rule (d = max|x| / 127,
     q = round(x / d)). Uniformly random bytes generated 8 % slower than a real Q8_0 file of the
-    same shapes (0.92x, paired rounds, 2026-12-06), all of it inside the integer dot product, and
-    these blocks do not (1.02x): the speed of that kernel depends on the values it multiplies."""
+    same shapes (0.92x in paired llama-bench runs, 2026-12-07), most of the extra time inside the
+    integer dot product (perf), and these blocks did not (1.02x): the speed of that kernel depends
+    on the values it multiplies."""
     x = rng.normal(0, WEIGHT_STD, (n, 32)).astype(np.float32)
     d = np.abs(x).max(axis=1) / np.float32(127)
     q = np.round(x / d[:, None]).astype(np.int8)
