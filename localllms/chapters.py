@@ -227,6 +227,17 @@ def _model_sizes() -> Chapter:
             Param("VALIDATE_N_GEN", sz.VALIDATE_N_GEN, "llama-bench -n of the check"),
             Param("VALIDATE_CONTEXT", sz.VALIDATE_CONTEXT, "llama-server context of the check's memory runs"),
             Param(
+                "VALIDATE_MARGIN",
+                sz.VALIDATE_MARGIN,
+                "a pair agrees when its speed ratio's interval is inside 1 ± this",
+            ),
+            Param("VALIDATE_LEVEL", sz.VALIDATE_LEVEL, "coverage of all the check's speed intervals together"),
+            Param(
+                "VALIDATE_ROUNDS",
+                sz.VALIDATE_ROUNDS,
+                "rounds of the check (None: the fewest whose intervals hold together)",
+            ),  # fmt: skip
+            Param(
                 "VALIDATE_DEPTH",
                 sz.VALIDATE_DEPTH,
                 "the first pair checked again with this many tokens in the context (0: not)",

@@ -42,6 +42,22 @@ def order_ranks(n: int, level: float = LEVEL) -> tuple[int, int, float] | None:
     return best
 
 
+def familywise(m: int, level: float = LEVEL) -> float:
+    """The coverage each of ``m`` intervals needs for all of them to hold together with at least
+    ``level`` (Bonferroni: the chances that one misses add up, whatever their dependence)."""
+    if m < 1:
+        raise ValueError(f"a family needs at least one interval, not {m}")
+    return 1 - (1 - level) / m
+
+
+def fewest_rounds(level: float = LEVEL) -> int:
+    """The fewest rounds whose order-statistic interval covers the median with at least ``level``."""
+    n = 1
+    while order_ranks(n, level) is None:
+        n += 1
+    return n
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A median over rounds and its interval (lo, hi), or no interval when too few rounds."""

@@ -48,10 +48,16 @@ class Setting:
     depth: int = 0
     repack: bool = True
     kind: str = "bench"
+    # Settings that share a group run one after the other within a round (the group's place and
+    # the order inside it are both shuffled): a comparison of two files in one group is then taken
+    # seconds apart, not a round apart. "" (the default): a group of its own.
+    group: str = ""
 
     def key(self) -> list:
         d = asdict(self)
         d.pop("model")  # the digest names the file, wherever it lies
+        if not d["group"]:
+            d.pop("group")  # the keys of ungrouped settings are what they were before groups existed
         return sorted(d.items())
 
 
@@ -89,10 +95,21 @@ class Rounds:
 
 
 def order(settings: Sequence[Setting], seed: int, round_: int) -> list[Setting]:
-    """The order of one round: a permutation of the settings drawn from (seed, round)."""
+    """The order of one round: a permutation of the settings drawn from (seed, round), with the
+    settings of a group kept together (the groups' order and each group's own order shuffled)."""
     ranked = sorted(settings, key=lambda s: s.label)
     rng = np.random.default_rng([seed, round_])
-    return [ranked[i] for i in rng.permutation(len(ranked))]
+    if not any(s.group for s in ranked):
+        return [ranked[i] for i in rng.permutation(len(ranked))]
+    groups: dict[str, list[Setting]] = {}
+    for s in ranked:
+        groups.setdefault(s.group or f"\0{s.label}", []).append(s)
+    names = sorted(groups)
+    out = []
+    for g in rng.permutation(len(names)):
+        members = groups[names[g]]
+        out += [members[i] for i in rng.permutation(len(members))]
+    return out
 
 
 def run(

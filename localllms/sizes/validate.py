@@ -6,14 +6,19 @@ published row at the same type: the same tensors, in the same order, at the same
 (``same_tensors``), with made-up values. The claim under test is that llama.cpp's speed and memory
 do not depend on the values:
 
-* **speed**: both files of every pair run in the same interleaved rounds (``rounds.run``); the
-  synthetic file's prompt and generation speed over the real one's is taken within each round,
-  and the pair **agrees** when that ratio's interval includes 1 (``speed_agreement``);
+* **speed**: both files of every pair run in the same rounds, one after the other (``rounds.run``,
+  a group per pair); the synthetic file's prompt and generation speed over the real one's is taken
+  within each round. The pair **agrees** when that ratio's interval lies inside 1 ± ``margin`` (10 %),
+  **differs** when it lies wholly outside, and is **not decided** when it crosses the margin
+  (``verdict``): an equivalence test, since "the interval includes 1" would call any pair equal
+  that was measured too coarsely, and flag tiny differences measured finely. The intervals are
+  widened for the number of comparisons (``intervals.familywise``), so that all of them hold
+  together with ``level`` (90 %);
 * **memory**: llama-server's peak resident memory with each file, at one context and one
   512-token prompt; the pair agrees when the synthetic peak is within ``RSS_TOLERANCE`` (2 %) of
   the real one (``rss_agreement``).
 
-The readings (``speed_agreement``, ``rss_agreement``) are plain functions of the measurements, so
+The readings (``verdict``, ``speed_agreement``, ``rss_agreement``) are plain functions of the measurements, so
 they are tested on made-up rounds.
 """
 
@@ -24,14 +29,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .. import gguf_file, rounds
+from .. import gguf_file, intervals, rounds
 from ..build import BuildInfo
 from ..errors import UserError
 from ..intervals import Estimate
 from ..models import ResolvedModel
 from ..selection.measure import MemoryMeasurement
 from ..selection.memory import MIB
-from .plan import RSS_TOLERANCE
+from .plan import RSS_TOLERANCE, VALIDATE_LEVEL, VALIDATE_MARGIN
 
 
 @dataclass(frozen=True)
@@ -121,36 +126,57 @@ def settings(
     pairs: Sequence[Pair], threads: int, n_prompt: int, n_gen: int, deep: Sequence[Pair] = (), depth: int = 0
 ) -> list[rounds.Setting]:
     """Both files of every pair, and of the ``deep`` pairs again at ``depth``, as configurations of one
-    set of rounds."""
+    set of rounds; the two files of a pair form a group, so they run one after the other."""
     out = []
     for p in pairs:
         for label, f in ((p.real_label, p.real), (p.synthetic_label, p.synthetic)):
-            out.append(rounds.Setting(label, str(f.path), f.sha256, threads, n_prompt, n_gen))
+            out.append(rounds.Setting(label, str(f.path), f.sha256, threads, n_prompt, n_gen, group=p.label))
     for p in deep:
         for which, f in (("real", p.real), ("synthetic", p.synthetic)):
             out.append(rounds.Setting(depth_label(p, depth, which), str(f.path), f.sha256, threads, n_prompt, n_gen,
-                                      depth))  # fmt: skip
+                                      depth, group=depth_label(p, depth)))  # fmt: skip
     return out
+
+
+def n_comparisons(n_pairs: int, deep: bool) -> int:
+    """The check's speed comparisons: prompt and generation of every pair, and of the deep pair."""
+    return 2 * (n_pairs + int(deep))
 
 
 # --------------------------------------------------------------------------- the readings
 
+AGREES = "agrees"  # the interval lies inside 1 ± margin
+DIFFERS = "differs"  # the interval lies wholly outside it
+UNDECIDED = "not decided"  # the interval crosses the margin: these rounds cannot tell
+NO_INTERVAL = "no interval"  # too few rounds for the interval's coverage
 
-def agrees(ratio: Estimate) -> bool | None:
-    """A paired ratio agrees with 1 when its interval includes 1; None when there is no interval."""
+
+def verdict(ratio: Estimate, margin: float = VALIDATE_MARGIN) -> str:
+    """What a paired ratio's interval says about equivalence within ``margin``."""
     if not ratio.has_interval:
-        return None
-    return ratio.lo <= 1.0 <= ratio.hi
+        return NO_INTERVAL
+    if 1 - margin <= ratio.lo and ratio.hi <= 1 + margin:
+        return AGREES
+    if ratio.hi < 1 - margin or ratio.lo > 1 + margin:
+        return DIFFERS
+    return UNDECIDED
 
 
-def speed_agreement(speed: rounds.Rounds, pairs: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
+def speed_agreement(
+    speed: rounds.Rounds,
+    pairs: Sequence[tuple[str, str, str]],
+    margin: float = VALIDATE_MARGIN,
+    level: float = VALIDATE_LEVEL,
+) -> pd.DataFrame:
     """For each (name, synthetic label, real label) and test: the synthetic over real ratio within
-    each round, as an Estimate, and whether it agrees (its interval includes 1)."""
+    each round, as an Estimate whose interval is wide enough that all of them hold together with
+    ``level``, and its verdict against 1 ± ``margin``."""
+    each = intervals.familywise(2 * len(pairs), level)
     rows = []
     for name, synthetic, real in pairs:
         for test in ("pp", "tg"):
-            r = speed.ratio(synthetic, real, test)
-            rows.append({"file": name, "test": test, "ratio": r, "agrees": agrees(r)})
+            r = speed.ratio(synthetic, real, test, each)
+            rows.append({"file": name, "test": test, "ratio": r, "verdict": verdict(r, margin)})
     return pd.DataFrame(rows)
 
 
@@ -183,13 +209,15 @@ class Validation:
     n_gen: int
     deep: list[Pair] = field(default_factory=list)  # pairs also run with ``depth`` tokens in the context
     depth: int = 0
+    margin: float = VALIDATE_MARGIN
+    level: float = VALIDATE_LEVEL
 
     @property
     def speed_rows(self) -> pd.DataFrame:
         labels = [(p.label, p.synthetic_label, p.real_label) for p in self.pairs]
         labels += [(depth_label(p, self.depth), depth_label(p, self.depth, "synthetic"),
                     depth_label(p, self.depth, "real")) for p in self.deep]  # fmt: skip
-        return speed_agreement(self.speed, labels)
+        return speed_agreement(self.speed, labels, self.margin, self.level)
 
     def rss(self, pair: Pair) -> tuple[float, bool]:
         return rss_agreement(
@@ -197,16 +225,51 @@ class Validation:
         )
 
     @property
+    def outcome(self) -> str:
+        """AGREES when every speed ratio agrees and every peak is within the tolerance; DIFFERS when
+        a ratio differs or a peak is outside; UNDECIDED otherwise (an interval crosses the margin,
+        or the rounds were too few for intervals)."""
+        verdicts = set(self.speed_rows["verdict"])
+        if DIFFERS in verdicts or not all(self.rss(p)[1] for p in self.pairs):
+            return DIFFERS
+        return AGREES if verdicts == {AGREES} else UNDECIDED
+
+    @property
     def holds(self) -> bool:
-        """Every pair agrees on both speeds and on memory."""
-        return bool(self.speed_rows["agrees"].eq(True).all()) and all(self.rss(p)[1] for p in self.pairs)
+        return self.outcome == AGREES
+
+    def describe(self) -> str:
+        """How the rounds ran and what their intervals cover, with the numbers of this run."""
+        m = n_comparisons(len(self.pairs), bool(self.deep))
+        each = intervals.familywise(m, self.level)
+        n = self.speed.n_rounds
+        ranks = intervals.order_ranks(n, each)
+        if ranks is None:
+            cover = (f"{n} rounds are too few for intervals that hold together: {m} comparisons need "
+                     f"{intervals.fewest_rounds(each)}")  # fmt: skip
+        else:
+            lo, hi, coverage = ranks
+            which = "the lowest to the highest" if lo == 1 else f"the {_nth(lo)} lowest to the {_nth(lo)} highest"
+            cover = (f"each ratio's interval ({which} of the {n} rounds) covers its median with {coverage:.1%}, "
+                     f"so all {m} hold together with at least {1 - m * (1 - coverage):.1%}")  # fmt: skip
+        return (
+            f"{n} rounds of {len(self.speed.settings)} files; in each round the two files of a pair ran one after "
+            f"the other, the pairs and the files within a pair in an order shuffled per round (seed "
+            f"{self.speed.seed}). {m} speed comparisons (synthetic over real, within each round): {cover}. "
+            f"A pair agrees when its interval lies inside 1 ± {self.margin:.0%}, differs when it lies wholly "
+            f"outside, and is not decided when it crosses the margin."
+        )
+
+
+def _nth(k: int) -> str:
+    return {2: "second", 3: "third", 4: "fourth"}.get(k, f"{k}th")
 
 
 def validate(
     models: Sequence[str],
     types: Sequence[str],
     threads: int,
-    n_rounds: int,
+    n_rounds: int | None,
     n_prompt: int,
     n_gen: int,
     context: int,
@@ -214,35 +277,49 @@ def validate(
     depth: int = 0,
     tolerance: float = RSS_TOLERANCE,
     progress_bars: bool = True,
+    margin: float = VALIDATE_MARGIN,
+    level: float = VALIDATE_LEVEL,
 ) -> Validation:
     """Make the pairs, run every file in the same rounds (the first pair also with ``depth`` tokens in
-    the context, when ``depth`` > 0), and serve each once for its peak memory."""
+    the context, when ``depth`` > 0), and serve each once for its peak memory. ``n_rounds`` None: the
+    fewest rounds whose intervals hold together with ``level``."""
     from .. import progress
     from ..selection.measure import measure_memory_cached
 
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise UserError(f"VALIDATE_DEPTH must be a whole number of tokens (0: none), not {depth!r}.")
+    if not 0 < margin < 1:
+        raise UserError(f"VALIDATE_MARGIN must be a fraction between 0 and 1 (0.10 for ±10 %), not {margin!r}.")
+    if not 0 < level < 1:
+        raise UserError(f"VALIDATE_LEVEL must be a coverage between 0 and 1 (0.90 for 90 %), not {level!r}.")
     pairs = make_pairs(models, types, build, progress_bars)
     deep = pairs[:1] if depth else []
+    if n_rounds is None:
+        n_rounds = intervals.fewest_rounds(intervals.familywise(n_comparisons(len(pairs), bool(deep)), level))
     plan = settings(pairs, threads, n_prompt, n_gen, deep, depth)
     speed = rounds.run(plan, build, n_rounds, progress_bars=progress_bars, desc="synthetic vs real")
     memory = {}
     files = [(p.real_label, p.real) for p in pairs] + [(p.synthetic_label, p.synthetic) for p in pairs]
     for label, f in progress.track(files, "memory: synthetic vs real", "server", progress_bars):
         memory[label] = measure_memory_cached(f, context, 1, threads, build)
-    return Validation(pairs, speed, memory, context, tolerance, n_prompt, n_gen, list(deep), depth)
+    return Validation(pairs, speed, memory, context, tolerance, n_prompt, n_gen, list(deep), depth, margin, level)
 
 
 def validation_table(v: Validation) -> pd.DataFrame:
-    """Per pair: the speed ratios with their intervals and the peak memories, each with its verdict."""
+    """Per pair: the speed ratios with their intervals and verdicts, and the peak memories."""
     speed = v.speed_rows
+    within = f"within ±{v.margin:.0%}"
     rows = []
+
+    def ratios(rec: dict, label: str) -> None:
+        for test, word in (("pp", "prompt"), ("tg", "generation")):
+            r = speed[(speed["file"] == label) & (speed["test"] == test)].iloc[0]
+            rec[f"{word}: synthetic / real"] = ratio_text(r["ratio"])
+            rec[f"{word}: {within}"] = r["verdict"]
+
     for p in v.pairs:
         rec: dict[str, object] = {"model": p.model, "type": p.quant}
-        for test, word in (("pp", "prompt"), ("tg", "generation")):
-            r = speed[(speed["file"] == p.label) & (speed["test"] == test)].iloc[0]
-            rec[f"{word}: synthetic / real"] = ratio_text(r["ratio"])
-            rec[f"{word}: agrees"] = {True: "yes", False: "no", None: "no interval"}[r["agrees"]]
+        ratios(rec, p.label)
         diff, ok = v.rss(p)
         rec["peak RSS real (MiB)"] = round(v.memory[p.real_label].peak_rss / MIB, 1)
         rec["peak RSS synthetic (MiB)"] = round(v.memory[p.synthetic_label].peak_rss / MIB, 1)
@@ -251,39 +328,48 @@ def validation_table(v: Validation) -> pd.DataFrame:
         rows.append(rec)
     for p in v.deep:  # the same files with a filled context: speed only (their memory is the row above)
         rec = {"model": p.model, "type": f"{p.quant}, {v.depth:,} tokens in the context"}
-        for test, word in (("pp", "prompt"), ("tg", "generation")):
-            r = speed[(speed["file"] == depth_label(p, v.depth)) & (speed["test"] == test)].iloc[0]
-            rec[f"{word}: synthetic / real"] = ratio_text(r["ratio"])
-            rec[f"{word}: agrees"] = {True: "yes", False: "no", None: "no interval"}[r["agrees"]]
+        ratios(rec, depth_label(p, v.depth))
         rows.append(rec)
     return pd.DataFrame(rows).set_index(["model", "type"])
+
+
+def _named(rows: pd.DataFrame) -> str:
+    word = {"pp": "prompt", "tg": "generation"}
+    return "; ".join(f"{r['file']} {word[r['test']]} {ratio_text(r['ratio'])}" for _, r in rows.iterrows())
 
 
 def validation_sentence(v: Validation) -> str:
     """What the check shows, computed from its own numbers."""
     speed = v.speed_rows
-    n = v.speed.n_rounds
-    parts = []
-    for test, word in (("pp", "prompt processing"), ("tg", "generation")):
-        t = speed[speed["test"] == test]
-        bad = t[t["agrees"] != True]  # noqa: E712 - None (no interval) is not agreement either
-        if bad.empty:
-            lo, hi = min(r.lo for r in t["ratio"]), max(r.hi for r in t["ratio"])
-            parts.append(
-                f"{word}: every pair agrees (each ratio's interval includes 1; together they span ×{lo:.2f} to ×{hi:.2f})"
-            )
-        elif bad["agrees"].isna().all():
-            parts.append(f"{word}: too few rounds for an interval, so no pair can be said to agree")
-        else:
-            named = "; ".join(f"{r['file']} {ratio_text(r['ratio'])}" for _, r in bad.iterrows())
-            parts.append(f"{word}: {len(bad)} of {len(t)} pairs do not agree ({named})")
+    m, margin = len(speed), f"1 ± {v.margin:.0%}"
     diffs = [v.rss(p)[0] for p in v.pairs]
     within = sum(abs(d) <= v.tolerance for d in diffs)
     mem = (
-        f"peak memory at {v.context:,} tokens: {within} of {len(diffs)} synthetic files within "
-        f"{100 * v.tolerance:.0f} % of the real one (from {100 * min(diffs):+.2f} % to {100 * max(diffs):+.2f} %)"
+        f"Peak memory at {v.context:,} tokens: {within} of {len(diffs)} synthetic files within "
+        f"{100 * v.tolerance:.0f} % of the real one (from {100 * min(diffs):+.2f} % to {100 * max(diffs):+.2f} %)."
     )
-    verdict = (
-        "The method holds on both catalog models" if v.holds else "The method does not hold everywhere on this run"
-    )
-    return f"{verdict}. Synthetic over real, within each of {n} rounds: " + "; ".join(parts) + f"; {mem}."
+    differ = speed[speed["verdict"] == DIFFERS]
+    open_ = speed[speed["verdict"].isin([UNDECIDED, NO_INTERVAL])]
+    agree = speed[speed["verdict"] == AGREES]
+    if (speed["verdict"] == NO_INTERVAL).all():
+        return (f"Not decided: {v.speed.n_rounds} rounds are too few for intervals that hold together over "
+                f"{m} comparisons (see above), so no pair can be said to agree or to differ. {mem}")  # fmt: skip
+    if v.outcome == AGREES:
+        lo, hi = min(r.lo for r in speed["ratio"]), max(r.hi for r in speed["ratio"])
+        head = (f"The method holds on both catalog models on this run: all {m} speed ratios, synthetic over real, "
+                f"lie inside {margin} with their intervals (together ×{lo:.2f} to ×{hi:.2f}).")  # fmt: skip
+    elif v.outcome == DIFFERS:
+        parts = []
+        if len(differ):
+            parts.append(f"{len(differ)} of {m} speed ratios lie wholly outside {margin} ({_named(differ)})")
+        if within < len(diffs):
+            parts.append(f"{len(diffs) - within} peak memories differ by more than {100 * v.tolerance:.0f} %")
+        head = "The method does not hold everywhere on this run: " + "; ".join(parts) + "."
+        if len(open_):
+            head += f" Not decided: {_named(open_)}."
+    else:
+        head = (f"Not decided on this run: {len(agree)} of {m} speed ratios lie inside {margin} with their "
+                f"intervals and none lies wholly outside, but the intervals of {_named(open_)} cross the "
+                f"margin, so these rounds cannot tell whether those differ by more than {v.margin:.0%} "
+                f"(more rounds, VALIDATE_ROUNDS, narrow the intervals).")  # fmt: skip
+    return f"{head} {mem}"

@@ -86,3 +86,35 @@ def test_rounds_shuffle_per_round_from_the_seed_and_pair_by_round() -> None:
     assert ratio.median == pytest.approx(1.21) and ratio.lo == pytest.approx(1.21)
     assert rr.estimate("F16", "tg").text() == "100.0 (100.0–130.0)"
     assert "5 rounds of 2 configurations" in rr.describe() and "seed 7" in rr.describe()
+
+
+def test_a_group_runs_together_in_a_shuffled_place_and_order() -> None:
+    from localllms import rounds
+
+    pairs = [("a", "a: real"), ("a", "a: synthetic"), ("b", "b: real"), ("b", "b: synthetic"), ("c", "c: real"),
+             ("c", "c: synthetic")]  # fmt: skip
+    settings = [rounds.Setting(label, "", label, 2, 512, 128, group=g) for g, label in pairs]
+    seen_first, seen_places = set(), set()
+    for r in range(12):
+        labels = [s.label for s in rounds.order(settings, 7, r)]
+        for g in "abc":
+            at = [i for i, lab in enumerate(labels) if lab.startswith(g)]
+            assert at[1] == at[0] + 1  # the two files of a pair run one after the other
+            seen_places.add((g, at[0]))
+        seen_first.add(labels[0].split(": ")[1])
+    assert seen_first == {"real", "synthetic"}  # which file of a pair goes first is shuffled
+    assert len(seen_places) > 3  # and so is the pairs' order
+    # an ungrouped setting's cache key is what it was before groups existed
+    assert "group" not in dict(rounds.Setting("x", "", "x", 2).key())
+    assert dict(settings[0].key())["group"] == "a"
+
+
+def test_intervals_that_must_hold_together_need_more_rounds() -> None:
+    assert iv.fewest_rounds(0.90) == 5  # [min, max] of 5 covers 93.75 %
+    level = iv.familywise(10, 0.90)  # ten comparisons, all covered together with 90 %
+    assert level == pytest.approx(0.99)
+    assert iv.fewest_rounds(level) == 8  # [min, max] of 8 covers 1 - 2/256 = 99.2 %
+    assert iv.order_ranks(7, level) is None
+    assert iv.order_ranks(12, level)[:2] == (2, 11)  # with 12, the second lowest to the second highest
+    with pytest.raises(ValueError):
+        iv.familywise(0)

@@ -63,33 +63,58 @@ def _rounds(values: dict[str, dict[str, list[float]]]) -> rounds.Rounds:
     return rounds.Rounds(settings, 7, pd.DataFrame(rows))
 
 
-DRIFT = [1.0, 1.3, 0.9, 1.25, 1.05]  # the machine's state, round by round
+DRIFT = [1.0, 1.3, 0.9, 1.25, 1.05, 0.95, 1.2, 1.1]  # the machine's state, round by round: 8 rounds
+
+
+def _pair(pp: list[float], tg: list[float]) -> rounds.Rounds:
+    """A real file drifting with the machine, and a synthetic one at ``pp`` / ``tg`` times its speed."""
+    real = {"pp": [600 * d for d in DRIFT], "tg": [100 * d for d in DRIFT]}
+    synthetic = {"pp": [600 * d * e for d, e in zip(DRIFT, pp, strict=True)],
+                 "tg": [100 * d * e for d, e in zip(DRIFT, tg, strict=True)]}  # fmt: skip
+    return _rounds({"a: real": real, "a: synthetic": synthetic})
 
 
 def test_a_synthetic_file_that_runs_like_the_real_one_agrees_despite_the_drift() -> None:
-    real = {"pp": [600 * d for d in DRIFT], "tg": [100 * d for d in DRIFT]}
-    noise = [1.01, 0.98, 1.02, 0.99, 1.0]
-    synthetic = {"pp": [600 * d * e for d, e in zip(DRIFT, noise, strict=True)],
-                 "tg": [100 * d / e for d, e in zip(DRIFT, noise, strict=True)]}  # fmt: skip
-    r = _rounds({"a: real": real, "a: synthetic": synthetic})
-    rows = sizes.speed_agreement(r, [("a", "a: synthetic", "a: real")])
-    assert list(rows["test"]) == ["pp", "tg"] and rows["agrees"].tolist() == [True, True]
+    noise = [1.01, 0.98, 1.02, 0.99, 1.0, 1.03, 0.97, 1.0]
+    rows = sizes.speed_agreement(_pair(noise, noise), [("a", "a: synthetic", "a: real")])
+    assert list(rows["test"]) == ["pp", "tg"] and rows["verdict"].tolist() == [sizes.AGREES] * 2
     pp = rows.iloc[0]["ratio"]
-    assert pp.lo == pytest.approx(0.98) and pp.hi == pytest.approx(1.02)  # the drift cancels within rounds
+    # the drift (up to 30 %) cancels within rounds; two comparisons at 90 % together need 95 % each,
+    # which 8 rounds give only from the lowest to the highest (99.2 %; the second ones cover 93.0 %)
+    assert (pp.lo, pp.hi) == (pytest.approx(0.97), pytest.approx(1.03)) and pp.coverage >= 0.95
 
 
-def test_a_synthetic_file_slower_in_every_round_does_not_agree() -> None:
-    real = {"pp": [600 * d for d in DRIFT], "tg": [100 * d for d in DRIFT]}
-    slow = {"pp": [600 * d for d in DRIFT], "tg": [100 * d * f for d, f in zip(DRIFT, [0.8, 0.82, 0.79, 0.85, 0.8], strict=True)]}  # fmt: skip
-    r = _rounds({"a: real": real, "a: synthetic": slow})
-    rows = sizes.speed_agreement(r, [("a", "a: synthetic", "a: real")]).set_index("test")
-    assert bool(rows.loc["pp", "agrees"])
-    assert not rows.loc["tg", "agrees"] and rows.loc["tg", "ratio"].hi < 1
+def test_a_synthetic_file_slower_in_every_round_by_more_than_the_margin_differs() -> None:
+    slow = [0.8, 0.82, 0.79, 0.85, 0.8, 0.81, 0.83, 0.78]
+    rows = sizes.speed_agreement(_pair([1.0] * 8, slow), [("a", "a: synthetic", "a: real")]).set_index("test")
+    assert rows.loc["pp", "verdict"] == sizes.AGREES
+    assert rows.loc["tg", "verdict"] == sizes.DIFFERS and rows.loc["tg", "ratio"].hi < 0.9
 
 
-def test_too_few_rounds_give_no_interval_and_no_agreement() -> None:
+def test_a_difference_inside_the_margin_is_agreement_and_a_wide_interval_decides_nothing() -> None:
+    slightly = [0.96, 0.95, 0.97, 0.96, 0.95, 0.96, 0.97, 0.96]  # 4 % slower in every round: inside ±10 %
+    noisy = [1.0, 0.85, 1.1, 0.95, 1.02, 0.8, 1.2, 0.98]  # centred on 1, but spread over the margin
+    rows = sizes.speed_agreement(_pair(slightly, noisy), [("a", "a: synthetic", "a: real")]).set_index("test")
+    assert rows.loc["pp", "ratio"].hi < 1 and rows.loc["pp", "verdict"] == sizes.AGREES
+    assert rows.loc["tg", "verdict"] == sizes.UNDECIDED
+    # a wider margin decides it
+    assert sizes.verdict(rows.loc["tg", "ratio"], margin=0.25) == sizes.AGREES
+
+
+def test_ten_comparisons_need_intervals_that_hold_together() -> None:
+    # the same eight rounds: alone at 90 %, an interval from the second lowest to the second highest
+    # (93.0 %); as one of ten comparisons (99 % each), from the lowest to the highest
+    r = _pair([1.0, 0.93, 1.02, 0.99, 1.0, 1.01, 1.08, 0.98], [1.0] * 8)
+    one = r.ratio("a: synthetic", "a: real", "pp")
+    rows = sizes.speed_agreement(r, [("a", "a: synthetic", "a: real")] * 5)  # ten comparisons
+    ten = rows[rows["test"] == "pp"].iloc[0]["ratio"]
+    assert (one.lo, one.hi) == (pytest.approx(0.98), pytest.approx(1.02))
+    assert (ten.lo, ten.hi) == (pytest.approx(0.93), pytest.approx(1.08)) and ten.coverage >= 0.99
+
+
+def test_too_few_rounds_give_no_interval_and_no_verdict() -> None:
     r = _rounds({"a: real": {"tg": [100.0, 90.0]}, "a: synthetic": {"tg": [100.0, 90.0]}})
-    assert sizes.agrees(r.ratio("a: synthetic", "a: real", "tg")) is None
+    assert sizes.verdict(r.ratio("a: synthetic", "a: real", "tg")) == sizes.NO_INTERVAL
 
 
 def test_peak_memory_agrees_within_two_percent() -> None:
