@@ -6,7 +6,8 @@ divergence of the variant from the reference, and whether both rank the same tok
 first. Every metric below is a function of those records, and is
 declared once in ``METRICS`` with its column name, its table heading, its printed
 rounding, the tables that show it (``tables``: a tag of ``TABLES``, or a :class:`Column`
-where that table's heading, "mean ± se" or order differs) and, when ``llama-perplexity``
+where that table's heading, "mean ± se" or order differs, or, in the imatrix table, where the
+metric's :class:`Change` is the gain) and, when ``llama-perplexity``
 prints the same statistic, the label of that line and the tolerance of the cross-check.
 The summary, the CSV columns, every table of metrics (``columns(table)``) and the
 cross-check all read this one list.
@@ -97,6 +98,17 @@ MEAN_SE_TABLES = (CASE_STUDY, TAIL)  # the tables that print text columns, so ca
 
 
 @dataclass(frozen=True)
+class Change:
+    """A metric's relative change from a table's "without" column to its "with" column (%), and that
+    change's standard error over prompts, from the metric per prompt (paired differences)."""
+
+    heading: str  # the change's column
+    se_heading: str  # its standard error's column
+    per_prompt: str  # the study's row column that holds the metric per prompt (a list)
+    digits: int = 1  # rounding of both
+
+
+@dataclass(frozen=True)
 class Column:
     """A metric's column in one table, where it differs from a plain tag: its label as heading,
     its value alone, in the registry's order."""
@@ -105,6 +117,7 @@ class Column:
     heading: str | None = None  # None: the metric's label; IMATRIX puts "without" / "with" at "{}"
     with_se: bool = False  # "mean ± se", the se being the metric Metric.se names (MEAN_SE_TABLES only)
     order: int = 0  # a table's columns sort by this, then by registry order (the tail's groups)
+    change: Change | None = None  # IMATRIX: the metric whose change is the gain, in columns after its own
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,7 @@ class Shown:
     heading: str
     digits: int
     se: str | None = None
+    change: Change | None = None  # its change between "without" and "with" (Column.change), else None
 
 
 # --------------------------------------------------------------------------- definitions
@@ -290,7 +304,7 @@ METRICS: tuple[Metric, ...] = (
             Column(CASE_STUDY, "KL Divergence (mean ± se)", with_se=True),
             KV_CACHE,
             TWO_MODELS,
-            Column(IMATRIX, "KLD {}"),
+            Column(IMATRIX, "KLD {}", change=Change("KLD change (%)", "± se (%)", "prompt_kld")),
             CLI,
         ),
     ),
@@ -380,7 +394,9 @@ def columns(table: str) -> list[Shown]:
             if c.with_se and (table not in MEAN_SE_TABLES or m.se not in BY_NAME):
                 raise ValueError(f"{m.name} cannot be printed as mean ± se in the {table} table")
             se = m.se if c.with_se else None
-            found.append(((c.order, position), Shown(m.name, c.heading or m.label, m.digits, se)))
+            if c.change and table != IMATRIX:
+                raise ValueError(f"{m.name}'s change (without to with the matrix) belongs to the {IMATRIX} table")
+            found.append(((c.order, position), Shown(m.name, c.heading or m.label, m.digits, se, c.change)))
     return [shown for _, shown in sorted(found, key=lambda x: x[0])]
 
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from localllms import defaults
 from localllms.build import BuildInfo, current_build, use_build_for_binding
 from localllms.models import ResolvedModel, resolve
+
+
+@pytest.fixture(scope="session")
+def threads() -> int:
+    """Every core, resolved once for the test run (as a notebook resolves THREADS) and passed down."""
+    return defaults.threads(None)
 
 
 @pytest.fixture(scope="session")

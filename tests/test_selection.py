@@ -59,7 +59,7 @@ def test_memory_estimate_within_15_percent_of_peak_rss(which, contexts, request,
     model = request.getfixturevalue(which)
     for ctx in contexts:
         est = selection.estimate_memory(model, ctx)
-        meas = selection.measure_memory(model, ctx, threads=2, build=build, probe_tokens=64)
+        meas = selection.measure_memory(model, ctx, 1, threads=2, build=build, probe_tokens=64)
         err = (est.total - meas.peak_rss) / meas.peak_rss
         assert abs(err) <= selection.MEMORY_TOLERANCE, (which, ctx, est.total / MIB, meas.peak_rss / MIB)
         # each part against what llama.cpp itself reports allocating
@@ -81,7 +81,7 @@ def test_measurement_leaves_no_server_behind(build, tmp_path: Path) -> None:
 
     toy = selection.write_toy_model(tmp_path / "toy.gguf")
     assert [p.name for p in tmp_path.iterdir()] == ["toy.gguf"]  # written in one piece, no temporary left
-    meas = selection.measure_memory(toy, 256, threads=2, build=build, probe_tokens=8)
+    meas = selection.measure_memory(toy, 256, 1, threads=2, build=build, probe_tokens=8)
     assert meas.model == "toy.gguf" and meas.peak_rss >= meas.idle_rss > 0 and meas.load_seconds > 0
     assert meas.reported["KV"] > 0 and meas.prompt_ms > 0
     assert meas.pid and not serve.pid_exists(meas.pid)

@@ -467,7 +467,7 @@ def test_llama_cli_continues_text_on_a_base_model(build: BuildInfo, gemma: Resol
     line = serve.shell_line(cli.command)
     assert line.startswith(f"llama-cli -m {gemma.path.name} ") and "--chat-template-file plain.jinja" in line
     with pytest.raises(UserError, match="no place for a system prompt"):
-        serve.cli_command(gemma, "x", system="be brief", build=build)
+        serve.cli_command(gemma, "x", threads=1, system="be brief", build=build)
 
 
 def test_count_tokens_creates_no_context(build: BuildInfo, smollm2: ResolvedModel) -> None:

@@ -62,7 +62,7 @@ def test_a_sweep_on_two_workers_fills_one_store(tmp_path: Path, build: BuildInfo
     assert (rows["build_key"] == build.key).all()
     assert (rows["cpu_features"] == " ".join(build.cpu_features)).all()
     assert (rows["threads"] == 1).all()
-    assert (rows["host_study_slots"] == sweep.study_slots(defaults.threads(None), 1)).all()
+    assert (rows["host_study_slots"] == sweep.study_slots(defaults.cores(), 1)).all()
     assert (rows["bpb"] > 0).all()
     assert not rows.duplicated(list(RUN_KEY)).any()
     assert first.rows.shape[0] == len(rows)

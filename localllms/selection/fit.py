@@ -121,10 +121,10 @@ def will_it_fit(rows: pd.DataFrame, machines_gib: Sequence[int], measured: pd.Da
 
 
 def measure_synthetic(
-    specs: Sequence[str] = MEASURED_SYNTHETIC,
-    contexts: Sequence[int] = MEASURED_CONTEXTS,
-    n_parallel: int = 1,
-    threads: int | None = None,
+    specs: Sequence[str],
+    contexts: Sequence[int],
+    n_parallel: int,
+    threads: int,
     build: BuildInfo | None = None,
     reuse: bool = False,
 ) -> pd.DataFrame:

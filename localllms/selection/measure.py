@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import defaults, serve
+from .. import serve
 from ..build import BuildInfo
 from ..errors import UserError
 from ..models import ResolvedModel, resolve
@@ -70,8 +70,8 @@ def _proc_status(pid: int) -> dict[str, int]:
 def measure_memory(
     model: ResolvedModel | Path,
     context: int,
-    n_parallel: int = 1,
-    threads: int | None = None,
+    n_parallel: int,
+    threads: int,
     build: BuildInfo | None = None,
     probe_tokens: int = N_UBATCH,
     mmap: bool = False,
@@ -93,7 +93,7 @@ def measure_memory(
         args += ["-lm", "none"]
     srv = serve.LlamaServer(
         resolved,
-        threads=defaults.threads(threads),
+        threads=threads,
         parallel=n_parallel,
         ctx_size=context * n_parallel,
         extra_args=args,
@@ -136,8 +136,8 @@ def measure_memory(
 def measure_memory_cached(
     model: ResolvedModel,
     context: int,
-    n_parallel: int = 1,
-    threads: int | None = None,
+    n_parallel: int,
+    threads: int,
     build: BuildInfo | None = None,
     reuse: bool = False,
 ) -> MemoryMeasurement:
@@ -148,13 +148,12 @@ def measure_memory_cached(
     from ..build import current_build
 
     build = build or current_build()
-    n_threads = defaults.threads(threads)
-    key = content_key(code_key("selection.measure", "serve.process"), model.sha256, context, n_parallel, n_threads,
+    key = content_key(code_key("selection.measure", "serve.process"), model.sha256, context, n_parallel, threads,
                       build.key)  # fmt: skip
     cached = cache_dir("selection", "memory") / f"{key}.json"
     if cached.exists() and (reuse or not remeasuring()):
         return MemoryMeasurement(**json.loads(cached.read_text()))
-    measured = measure_memory(model, context, n_parallel, n_threads, build)
+    measured = measure_memory(model, context, n_parallel, threads, build)
     write_atomic(cached, json.dumps(asdict(measured)))
     return measured
 
@@ -232,7 +231,7 @@ def write_toy_model(path: Path) -> Path:
     return write_atomic(path, data)
 
 
-def runtime_footprint(build: BuildInfo | None = None, threads: int | None = None) -> int:
+def runtime_footprint(build: BuildInfo | None, threads: int) -> int:
     """Peak resident memory of llama-server serving a toy model: the runtime's share of every run."""
     toy = cache_dir("selection") / f"toy-llama-{content_key(_TOY, _TOY_TOKENS, _TOY_TYPES)}.gguf"
     if not toy.exists():

@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from .. import defaults
 from ..bits_per_byte import bits_per_byte_of, predicted_bytes  # noqa: F401 - re-exported beside bits_per_byte
 from ..build import BuildInfo, current_build
 from ..errors import UserError
@@ -46,7 +45,7 @@ class BitsPerByte:
 def bits_per_byte(
     model: ResolvedModel,
     texts: Sequence[str],
-    threads: int | None = None,
+    threads: int,
     build: BuildInfo | None = None,
     n_ctx: int = 1024,
     use_cache: bool = True,
@@ -61,7 +60,6 @@ def bits_per_byte(
     from ..evaluate import LogitsModel, log_softmax
 
     build = build or current_build()
-    threads = defaults.threads(threads)
     key = content_key(SELECT_VERSION, model.sha256, build.key, n_ctx, list(texts))
     cached = cache_dir("selection") / f"bpb-{key}.json"
     if use_cache and cached.exists():

@@ -254,7 +254,7 @@ class Chapter:
     def setup(
         cls,
         model: str,
-        threads: int | None = None,
+        threads: int,
         max_tokens: int = defaults.MAX_TOKENS,
         prompt_lengths: Sequence[int] = defaults.PROMPT_LENGTHS,
         target: ServiceTarget | None = None,
@@ -265,7 +265,6 @@ class Chapter:
         lengths = check_lengths(prompt_lengths)
         target = target or ServiceTarget()
         open_loop = open_loop or OpenLoop()
-        threads = defaults.threads(threads)
         build = use_build_for_binding(current_build())  # the binding must load this build's libllama
         resolved = resolve(model)
         texts = tuple(corpus.build_prompts(source=defaults.CORPUS_SOURCE).texts)  # the case study's prompts
@@ -330,7 +329,15 @@ class Chapter:
         one-slot server; no request after ``budget_s``."""
         import pandas as pd
 
-        got = sequential_latency(self.model, self.workload, n_requests, warmup, self.threads, budget_s, self.build)
+        got = sequential_latency(
+            self.model,
+            self.workload,
+            n_requests,
+            warmup,
+            threads=self.threads,
+            time_budget_s=budget_s,
+            build=self.build,
+        )
         self.commands["sequential latency (1 slot)"] = got["command"]
         records = pd.DataFrame(got["records"])
         self._measured(
@@ -342,7 +349,7 @@ class Chapter:
         """TTFT for each prompt length, with and without the cache, ``repeats`` requests each."""
         import pandas as pd
 
-        got = prompt_cache_sweep(self.model, self.texts, self.lengths, repeats, self.threads, build=self.build)
+        got = prompt_cache_sweep(self.model, self.texts, self.lengths, repeats, threads=self.threads, build=self.build)
         self.commands["prompt length x cache (1 slot)"] = got["command"]
         records = pd.DataFrame(got["records"])
         self._measured("prompt_cache", records, {"lengths": self.lengths, "repeats": repeats})
@@ -370,7 +377,7 @@ class Chapter:
         o = self.open_loop
         searched = rate_search(
             self.model, self.workload, self.target, o.start_rate, o.requests_per_rate, o.max_probes, o.tolerance,
-            o.parallel, warmup, self.threads, build=self.build,
+            o.parallel, warmup, threads=self.threads, build=self.build,
         )  # fmt: skip
         self.commands[f"open loop, rate search ({o.parallel} slots)"] = searched.command
         params = {"parallel": o.parallel, "requests_per_rate": o.requests_per_rate, "target": asdict(self.target)}
@@ -422,7 +429,13 @@ class Chapter:
         """The chapter's question as one llama-cli turn (a base model continues the text instead)."""
         prompt, system = (CHAT_USER, CHAT_SYSTEM) if self.chat else (COMPLETION_PROMPT, None)
         cli = runtimes.run_cli(
-            self.model, prompt, self.workload.max_tokens, self.threads, seed=SEED, system=system, build=self.build
+            self.model,
+            prompt,
+            self.workload.max_tokens,
+            threads=self.threads,
+            seed=SEED,
+            system=system,
+            build=self.build,
         )
         self.commands["llama-cli, one turn"] = shell_line(cli.command)
         self.ran["llama-cli single turn"] = self._as("ran", "ran with a pass-through template: no chat template")

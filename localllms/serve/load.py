@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .. import defaults, progress
+from .. import progress
 from ..build import BuildInfo, current_build
 from ..errors import UserError
 from ..models import ResolvedModel
@@ -29,7 +29,8 @@ def load_test(
     concurrency: Sequence[int] = (1, 2, 4, 8),
     requests_per_client: int = 2,
     max_tokens: int = 32,
-    threads: int | None = None,
+    *,
+    threads: int,
     time_budget_s: float = 60.0,
     build: BuildInfo | None = None,
     log_dir: Path | None = None,
@@ -49,7 +50,6 @@ def load_test(
     if requests_per_client < 1:
         raise UserError(f"REQUESTS_PER_CLIENT must be at least 1, not {requests_per_client}.")
     build = build or current_build()
-    threads = defaults.threads(threads)
     workload = workload or Workload((CHAT_USER,), max_tokens, chat=model.info.chat_template, ignore_eos=False)
 
     def level(c: int) -> dict:

@@ -47,7 +47,8 @@ def sequential_latency(
     workload: Workload,
     n_requests: int = defaults.N_REQUESTS,
     warmup: int = defaults.WARMUP_REQUESTS,
-    threads: int | None = None,
+    *,
+    threads: int,
     time_budget_s: float = 300.0,
     build: BuildInfo | None = None,
     log_dir: Path | None = None,
@@ -60,7 +61,6 @@ def sequential_latency(
     if n_requests < 1 or warmup < 0:
         raise UserError(f"Need at least one measured request and no negative warm-up (got {n_requests}, {warmup}).")
     build = build or current_build()
-    threads = defaults.threads(threads)
 
     def measure() -> dict:
         with benchmark_server(model, threads, 1, (), build, log_dir=log_dir) as srv:
@@ -140,7 +140,8 @@ def rate_search(
     tolerance: float = defaults.RATE_TOLERANCE,
     parallel: int = defaults.PARALLEL,
     warmup: int = defaults.WARMUP_REQUESTS,
-    threads: int | None = None,
+    *,
+    threads: int,
     seed: int = SEED,
     time_budget_s: float = 120.0,
     min_rate: float = 0.25,
@@ -157,7 +158,6 @@ def rate_search(
     """
     check_open_loop(start_rate, requests_per_rate, max_probes, tolerance, parallel)
     build = build or current_build()
-    threads = defaults.threads(threads)
     base = (model.sha256, build.key, threads, workload.identity(), parallel, warmup, seed, requests_per_rate)
     state: dict[str, Any] = {"server": None, "warmup": []}
     probes: list[Probe] = []

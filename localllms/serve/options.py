@@ -40,7 +40,8 @@ def compare_options(
     requests: int = defaults.REQUESTS_PER_RATE,
     options: dict[str, tuple[int, tuple[str, ...]]] | None = None,
     warmup: int = defaults.WARMUP_REQUESTS,
-    threads: int | None = None,
+    *,
+    threads: int,
     seed: int = SEED,
     time_budget_s: float = 120.0,
     searched: RateSearchResult | None = None,
@@ -54,7 +55,6 @@ def compare_options(
     default options supplies that configuration's run instead of a new one (its label says so).
     """
     build = build or current_build()
-    threads = defaults.threads(threads)
     options = options or SERVER_OPTIONS
     out = []
     for label, (parallel, extra) in progress.track(list(options.items()), "server options", "config"):

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import defaults
 from ..build import BuildInfo, current_build
 from ..errors import UserError
 from ..models import ResolvedModel
@@ -341,7 +340,8 @@ class _BindError(Exception):
 class LlamaServer(ManagedServer):
     """A managed ``llama-server`` for one model.
 
-    ``threads=None`` uses all cores; ``parallel`` is the number of slots (``-np``);
+    ``threads`` is the run's thread count, resolved where the run starts (``-t`` and ``-tb``);
+    ``parallel`` is the number of slots (``-np``);
     ``ctx_size`` is the total KV cache shared by the slots (default 1024 tokens per slot).
     With ``api_key`` set, every endpoint except /health requires ``Authorization: Bearer <key>``;
     the key is passed through the environment (LLAMA_API_KEY), not the command line, so it does
@@ -354,7 +354,7 @@ class LlamaServer(ManagedServer):
         self,
         model: ResolvedModel,
         *,
-        threads: int | None = None,
+        threads: int,
         parallel: int = 1,
         ctx_size: int | None = None,
         api_key: str | None = None,
@@ -376,8 +376,10 @@ class LlamaServer(ManagedServer):
         )
         if parallel < 1:
             raise UserError(f"parallel must be at least 1 slot, not {parallel}; pass parallel=1 or more.")
+        if threads < 1:
+            raise UserError(f"threads must be at least 1, not {threads}; resolve THREADS where the run starts.")
         self.model = model
-        self.threads = defaults.threads(threads)
+        self.threads = threads
         self.parallel = parallel
         self.ctx_size = ctx_size or 1024 * parallel
         self.static_path = Path(static_path) if static_path else None

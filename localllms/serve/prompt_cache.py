@@ -54,7 +54,8 @@ def prompt_cache_sweep(
     texts: Sequence[str],
     lengths: Sequence[int] = defaults.PROMPT_LENGTHS,
     repeats: int = defaults.PROMPT_REPEATS,
-    threads: int | None = None,
+    *,
+    threads: int,
     build: BuildInfo | None = None,
     log_dir: Path | None = None,
 ) -> dict:
@@ -68,7 +69,6 @@ def prompt_cache_sweep(
     if repeats < 1:
         raise UserError(f"PROMPT_REPEATS must be at least 1, not {repeats}.")
     build = build or current_build()
-    threads = defaults.threads(threads)
     ctx = max(lengths) + 256  # the longest prefix, the question and the answer fit one slot
     if ctx > model.info.context_length:
         raise UserError(

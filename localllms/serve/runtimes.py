@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import defaults
 from ..build import BuildInfo, current_build, use_build_for_binding
 from ..errors import UserError
 from ..models import ResolvedModel, hub_reachable
@@ -101,7 +100,8 @@ def cli_command(
     model: ResolvedModel,
     prompt: str,
     n_predict: int = 64,
-    threads: int | None = None,
+    *,
+    threads: int,
     seed: int = 1,
     system: str | None = None,
     build: BuildInfo | None = None,
@@ -120,7 +120,7 @@ def cli_command(
         "-st",
         "--simple-io",
         "-t",
-        str(defaults.threads(threads)),
+        str(threads),
         "--seed",
         str(seed),
         "--no-warmup",
@@ -141,19 +141,20 @@ def run_cli(
     model: ResolvedModel,
     prompt: str,
     n_predict: int = 64,
-    threads: int | None = None,
+    *,
+    threads: int,
     seed: int = 1,
     system: str | None = None,
     timeout: float = 300,
     build: BuildInfo | None = None,
 ) -> CliResult:
-    """One turn through the llama-cli binary, non-interactive, output captured (``threads=None``: all cores).
+    """One turn through the llama-cli binary, non-interactive, output captured (``-t threads``).
 
     A chat model answers ``prompt`` as a user message (with ``system`` as the system prompt); a base
     model continues ``prompt`` as plain text (see :func:`cli_command`).
     """
     build = build or current_build()
-    cmd = cli_command(model, prompt, n_predict, threads, seed, system, build)
+    cmd = cli_command(model, prompt, n_predict, threads=threads, seed=seed, system=system, build=build)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
@@ -187,7 +188,8 @@ def binding_chat(
     model: ResolvedModel,
     messages: list[dict] | None = None,
     max_tokens: int = 64,
-    threads: int | None = None,
+    *,
+    threads: int,
     seed: int = SEED,
     n_ctx: int = 2048,
     build: BuildInfo | None = None,
@@ -197,7 +199,6 @@ def binding_chat(
     use_build_for_binding(build)
     from llama_cpp import Llama
 
-    threads = defaults.threads(threads)
     llm = Llama(model_path=str(model.path), n_ctx=n_ctx, n_threads=threads, seed=seed, verbose=False)
     try:
         t0 = time.perf_counter()
@@ -214,7 +215,8 @@ def binding_complete(
     model: ResolvedModel,
     prompt: str,
     max_tokens: int = 64,
-    threads: int | None = None,
+    *,
+    threads: int,
     seed: int = SEED,
     n_ctx: int = 2048,
     build: BuildInfo | None = None,
@@ -223,7 +225,7 @@ def binding_complete(
     use_build_for_binding(build)
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(model.path), n_ctx=n_ctx, n_threads=defaults.threads(threads), seed=seed, verbose=False)
+    llm = Llama(model_path=str(model.path), n_ctx=n_ctx, n_threads=threads, seed=seed, verbose=False)
     try:
         t0 = time.perf_counter()
         raw = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, seed=seed)
@@ -336,13 +338,11 @@ class LlamafileServer(ManagedServer):
 
     name = "llamafile"
 
-    def __init__(
-        self, path: str | os.PathLike, model: ResolvedModel | None = None, threads: int | None = None, **kw: Any
-    ) -> None:
+    def __init__(self, path: str | os.PathLike, model: ResolvedModel | None = None, *, threads: int, **kw: Any) -> None:
         super().__init__(**kw)
         self.path = Path(path)
         self.model = model
-        self.threads = defaults.threads(threads)
+        self.threads = threads
 
     @property
     def model_name(self) -> str:

@@ -80,7 +80,7 @@ def run(
                 "size_mib": round(v.info.file_size / 2**20, 2),
                 "bpw": v.info.bits_per_weight,
                 "mix": mix(v.path),
-                "prompt_kld": [float(np.mean(p.kld)) for p in ev.per_prompt[v.display]],
+                **per_prompt(ev.per_prompt[v.display]),
                 **metrics.summarize(ev.per_prompt[v.display]),
                 "variant_sha256": v.sha256,
             }
@@ -94,8 +94,17 @@ def mix(path: Path) -> str:
     return ", ".join(f"{ty} ×{n}" for ty, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def per_prompt(prompts: list[metrics.TokenStats]) -> dict[str, list[float]]:
+    """Each metric whose change the gain table shows (``Column.change``), computed on every prompt alone,
+    under the column the table reads it from: its change's standard error is over these."""
+    compute = {
+        s.change.per_prompt: metrics.BY_NAME[s.name].compute for s in metrics.columns(metrics.IMATRIX) if s.change
+    }
+    return {column: [f(metrics.Sample([p])) for p in prompts] for column, f in compute.items()}
+
+
 def gain_se(without: list[float], with_: list[float]) -> float:
-    """Standard error of the KLD change (%), from the paired per-prompt differences."""
+    """Standard error of a metric's change (%), from the paired per-prompt differences."""
     d = np.asarray(with_) - np.asarray(without)
     base = float(np.mean(without))
     return float(100 * d.std(ddof=1) / np.sqrt(len(d)) / base) if len(d) > 1 and base else float("nan")
@@ -108,8 +117,8 @@ def quoted(path: Path = QUOTED_FILE) -> pd.DataFrame:
 
 def gain_table(res: ImportanceStudy, quoted_rows: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per type: each metric tagged for this table (KLD, same-top share, mean Δp) without and with the
-    matrix, the relative change of the KLD, and llama.cpp's LLaMA-3-8B KLD without and with its
-    matrix (quoted)."""
+    matrix, the relative change of the one whose change is the gain (``Column.change``: the KLD) and
+    that change's standard error, and llama.cpp's LLaMA-3-8B KLD without and with its matrix (quoted)."""
     q = quoted() if quoted_rows is None else quoted_rows
     shown = metrics.columns(metrics.IMATRIX)
     out = []
@@ -127,9 +136,13 @@ def gain_table(res: ImportanceStudy, quoted_rows: pd.DataFrame | None = None) ->
             heading = m.heading if "{}" in m.heading else m.heading + " {}"
             row[heading.format("without")] = round(wo[m.name], m.digits) if wo is not None else None
             row[heading.format("with")] = round(w[m.name], m.digits)
-            if m.name == "kld_mean":  # the gain is the KL divergence's: its change and that change's error
-                row["KLD change (%)"] = round(100 * (w["kld_mean"] / wo["kld_mean"] - 1), 1) if wo is not None else None
-                row["± se (%)"] = round(gain_se(wo["prompt_kld"], w["prompt_kld"]), 1) if wo is not None else None
+            if m.change:  # the metric whose change is the gain (the KLD's): that change and its error over prompts
+                c = m.change
+                if wo is None:
+                    row[c.heading] = row[c.se_heading] = None
+                else:
+                    row[c.heading] = round(100 * (w[m.name] / wo[m.name] - 1), c.digits)
+                    row[c.se_heading] = round(gain_se(wo[c.per_prompt], w[c.per_prompt]), c.digits)
         mine = q[q["quant"] == t].set_index("imatrix")["kld_mean"]
         none, wt = mine.get("None"), mine.get("WT 10m")
         row["LLaMA-3-8B KLD without (quoted)"] = none

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import os
+import re
 
 import pytest
 import yaml
@@ -76,6 +78,67 @@ def test_one_thread_rule() -> None:
     for bad in (0, -1, 1.5, "2"):
         with pytest.raises(UserError, match="THREADS must be a whole number"):
             defaults.threads(bad)  # type: ignore[arg-type]
+
+
+# Where THREADS becomes a number (the one rule, ``defaults.threads``): only where a run starts. Every
+# function below takes ``threads: int``, the resolved count, and passes it down without resolving again.
+THREAD_ENTRY_POINTS = {
+    "localllms/study/config.py",  # StudyConfig.n_threads: the study's THREADS (the CLI, a sweep, the notebooks)
+    "localllms/__main__.py",  # the command line
+    "scripts/bench.py",  # the benchmark script's --threads
+}
+# Functions whose ``threads=None`` is not "every core": provenance leaves the count out, and a speed
+# label without a thread count is the study's own (its main table's label).
+NONE_IS_NOT_EVERY_CORE = {
+    ("localllms/provenance.py", "record"),
+    ("localllms/provenance.py", "line"),
+    ("localllms/study/speed_plan.py", "label"),
+    ("localllms/study/speed.py", "_at"),
+}
+
+
+def _sources() -> list[tuple[str, ast.Module]]:
+    paths = [*(PROJECT_ROOT / "localllms").rglob("*.py"), *(PROJECT_ROOT / "scripts").rglob("*.py")]
+    return [(p.relative_to(PROJECT_ROOT).as_posix(), ast.parse(p.read_text())) for p in sorted(paths)]
+
+
+def test_thread_counts_are_resolved_only_where_a_run_starts() -> None:
+    resolving = set()
+    for rel, tree in _sources():
+        for node in ast.walk(tree):
+            call = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "threads"
+            if call and isinstance(node.func.value, ast.Name) and node.func.value.id == "defaults":
+                resolving.add(rel)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("defaults"):
+                if any(a.name == "threads" for a in node.names):  # `from .defaults import threads` hides the call
+                    resolving.add(rel)
+    assert resolving <= THREAD_ENTRY_POINTS, (
+        f"resolve THREADS where the run starts and pass it down, not in {sorted(resolving - THREAD_ENTRY_POINTS)}"
+    )
+    assert "localllms/study/config.py" in resolving  # the rule is still applied at its home
+    for ch in chapters.CHAPTERS.values():  # a notebook resolves it once, in its setup cell
+        nb = json.loads(ch.path.read_text())
+        code = "".join("".join(c["source"]) + "\n" for c in nb["cells"] if c["cell_type"] == "code")
+        assert len(re.findall(r"\bdefaults\.threads\(", code)) <= 1, ch.name
+
+
+def test_no_function_below_an_entry_point_takes_threads_none_for_every_core() -> None:
+    found = set()
+    for rel, tree in _sources():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                a = node.args
+                positional = a.posonlyargs + a.args
+                pairs = [
+                    *zip(positional[len(positional) - len(a.defaults) :], a.defaults, strict=True),
+                    *zip(a.kwonlyargs, a.kw_defaults, strict=True),
+                ]
+                for arg, default in pairs:
+                    if arg.arg == "threads" and isinstance(default, ast.Constant) and default.value is None:
+                        found.add((rel, node.name))
+    assert found <= NONE_IS_NOT_EVERY_CORE, (
+        f"take `threads: int`, resolved by the caller: {sorted(found - NONE_IS_NOT_EVERY_CORE)}"
+    )
 
 
 def test_the_parameters_statement_names_what_changed() -> None:

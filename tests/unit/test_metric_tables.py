@@ -3,6 +3,7 @@ CSV row and every table it is tagged for follow (pure: synthetic token records, 
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace as NS
 
 import numpy as np
@@ -104,6 +105,38 @@ def test_a_metric_is_one_declaration(monkeypatch: pytest.MonkeyPatch, capsys: py
     cli.cmd_study(NS(json=False, model="m"))
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("study: quant=Q4_K_M "))
     assert f" worst_nll={value:.3f} " in line
+
+
+def test_the_imatrix_gain_is_the_metric_the_registry_declares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gain table's change and its standard error follow ``Column.change`` alone: declared on the
+    same-top share instead of the KLD, the table shows that share's change and no KLD change."""
+    kld = {"Q4_K_M": _parts(1, 0.5), "Q8_0": _parts(2, 0.1)}
+    assert importance.per_prompt(kld["Q4_K_M"]) == {"prompt_kld": [float(np.mean(p.kld)) for p in kld["Q4_K_M"]]}
+
+    same_top = metrics.Change("Same top change (%)", "Same top ± se (%)", "prompt_same_top")
+
+    def moved(m: metrics.Metric) -> metrics.Metric:
+        change = same_top if m.name == "same_top_pct" else None
+        tables = tuple(dataclasses.replace(c, change=change) if isinstance(c, metrics.Column) and c.table == metrics.IMATRIX
+                       else c for c in m.tables)  # fmt: skip
+        return dataclasses.replace(m, tables=tables)
+
+    registry = tuple(moved(m) for m in metrics.METRICS)
+    monkeypatch.setattr(metrics, "METRICS", registry)
+    monkeypatch.setattr(metrics, "BY_NAME", {m.name: m for m in registry})
+    rows = [{"type": "Q4_K_M", "imatrix": flag, "bpw": 4.5, "mix": "Q4_K ×30", **importance.per_prompt(kld[q]),
+             **metrics.summarize(kld[q])} for flag, q in ((False, "Q4_K_M"), (True, "Q8_0"))]  # fmt: skip
+    assert "prompt_same_top" in rows[0] and "prompt_kld" not in rows[0]
+    res = importance.ImportanceStudy(None, ["Q4_K_M"], [], {}, None, pd.DataFrame(rows))  # type: ignore[arg-type]
+    gain = importance.gain_table(res, pd.DataFrame({"quant": [], "imatrix": [], "kld_mean": []}))
+    assert "KLD change (%)" not in gain.columns and "± se (%)" not in gain.columns
+    headings = list(gain.columns)
+    assert headings[headings.index("Same top with (%)") + 1 :][:2] == ["Same top change (%)", "Same top ± se (%)"]
+    wo, w = rows[0], rows[1]
+    row = gain.loc["Q4_K_M"]
+    assert row["Same top change (%)"] == round(100 * (w["same_top_pct"] / wo["same_top_pct"] - 1), 1)
+    se = importance.gain_se(wo["prompt_same_top"], w["prompt_same_top"])
+    assert row["Same top ± se (%)"] == round(se, 1)
 
 
 def test_tags_are_tables_and_every_mean_se_has_its_partner() -> None:

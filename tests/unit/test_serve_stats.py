@@ -409,7 +409,7 @@ def test_serving_notebook_writes_only_under_build() -> None:
     assert '"book"' not in code and "book/images" not in code
 
 
-def test_the_chapter_checks_its_parameters_before_anything_runs() -> None:
+def test_the_chapter_checks_its_parameters_before_anything_runs(threads: int) -> None:
     from localllms.serve.chapter import Chapter, OpenLoop
 
     with pytest.raises(UserError, match="REQUESTS_PER_RATE must be a whole number"):
@@ -417,4 +417,4 @@ def test_the_chapter_checks_its_parameters_before_anything_runs() -> None:
     with pytest.raises(UserError, match="RATE_TOLERANCE must be positive"):
         OpenLoop(1.0, 20, 6, 0, 4)
     with pytest.raises(UserError, match="PROMPT_LENGTHS"):  # before the model is looked for or a build loaded
-        Chapter.setup("no-such-model", prompt_lengths=[0])
+        Chapter.setup("no-such-model", threads, prompt_lengths=[0])

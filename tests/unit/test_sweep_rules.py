@@ -35,7 +35,7 @@ def test_bad_sweep_input_is_one_sentence_before_any_cluster_starts() -> None:
         (["smollm2-135m-instruct", "smollm-nope"], {}, "Unknown model 'smollm-nope'"),
         (["owner/repo:weights.bin"], {}, "not a hub file spec"),
         (["a.gguf"], {"workers": 0}, "whole number"),
-        (["a.gguf"], {"workers": defaults.threads(None) + 1}, "at most"),
+        (["a.gguf"], {"workers": defaults.cores() + 1}, "at most"),
         (["a.gguf"], {"scheduler": "tcp://127.0.0.1:1", "workers": 1}, "sizes a LocalCluster"),
     ]
     for models, kwargs, words in cases:
