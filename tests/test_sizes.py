@@ -64,7 +64,7 @@ def test_the_check_runs_on_a_real_pair(build: BuildInfo) -> None:
     assert not models.is_synthetic(v.pairs[0].real.path) and models.is_synthetic(v.pairs[0].synthetic.path)
     assert set(v.memory) == {"smollm2-135m Q8_0: real", "smollm2-135m Q8_0: synthetic"}
     table = sizes.validation_table(v)
-    assert table.loc[("smollm2-135m-instruct", "Q8_0"), "generation: within ±10%"] == "no interval"  # one round
+    assert table.loc[("smollm2-135m-instruct", "Q8_0"), "generation: within ±10 %"] == "no interval"  # one round
     assert ("smollm2-135m-instruct", "Q8_0, 64 tokens in the context") in table.index  # the filled-context run
     assert set(v.speed_rows["file"]) == {"smollm2-135m Q8_0", "smollm2-135m Q8_0 @ 64"}
     assert v.outcome == sizes.UNDECIDED and not v.holds  # one round decides nothing

@@ -211,6 +211,14 @@ def roofline_sentence(s: Sizes) -> str:
             f"{large.model}'s share is lower than {small.model}'s ({how} within rounds): the larger file moves "
             "away from the memory roofline, not toward it"
         )
+    steps = []  # the sizes between: does every step up in size raise the share, or only the whole span?
+    for a, b in zip(same[:-1], same[1:], strict=True) if len(same) > 2 else ():
+        step = share_ratio(s, b, a)
+        said = intervals.comparison(step, "higher", "lower")
+        if said != "higher":
+            steps.append(f"from {a.model} to {b.model} {step.times()}, {said}")
+    if steps:
+        verdict += "; not at every step, though: " + "; ".join(steps)
     return f"{text} {verdict}."
 
 

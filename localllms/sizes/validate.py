@@ -250,13 +250,13 @@ class Validation:
         else:
             lo, hi, coverage = ranks
             which = "the lowest to the highest" if lo == 1 else f"the {_nth(lo)} lowest to the {_nth(lo)} highest"
-            cover = (f"each ratio's interval ({which} of the {n} rounds) covers its median with {coverage:.1%}, "
-                     f"so all {m} hold together with at least {1 - m * (1 - coverage):.1%}")  # fmt: skip
+            cover = (f"each ratio's interval ({which} of the {n} rounds) covers its median with {100 * coverage:.1f} %, "
+                     f"so all {m} hold together with at least {100 * (1 - m * (1 - coverage)):.1f} %")  # fmt: skip
         return (
             f"{n} rounds of {len(self.speed.settings)} files; in each round the two files of a pair ran one after "
             f"the other, the pairs and the files within a pair in an order shuffled per round (seed "
             f"{self.speed.seed}). {m} speed comparisons (synthetic over real, within each round): {cover}. "
-            f"A pair agrees when its interval lies inside 1 ± {self.margin:.0%}, differs when it lies wholly "
+            f"A pair agrees when its interval lies inside 1 ± {100 * self.margin:g} %, differs when it lies wholly "
             f"outside, and is not decided when it crosses the margin."
         )
 
@@ -308,7 +308,7 @@ def validate(
 def validation_table(v: Validation) -> pd.DataFrame:
     """Per pair: the speed ratios with their intervals and verdicts, and the peak memories."""
     speed = v.speed_rows
-    within = f"within ±{v.margin:.0%}"
+    within = f"within ±{100 * v.margin:g} %"
     rows = []
 
     def ratios(rec: dict, label: str) -> None:
@@ -341,7 +341,7 @@ def _named(rows: pd.DataFrame) -> str:
 def validation_sentence(v: Validation) -> str:
     """What the check shows, computed from its own numbers."""
     speed = v.speed_rows
-    m, margin = len(speed), f"1 ± {v.margin:.0%}"
+    m, margin = len(speed), f"1 ± {100 * v.margin:g} %"
     diffs = [v.rss(p)[0] for p in v.pairs]
     within = sum(abs(d) <= v.tolerance for d in diffs)
     mem = (
@@ -368,8 +368,12 @@ def validation_sentence(v: Validation) -> str:
         if len(open_):
             head += f" Not decided: {_named(open_)}."
     else:
-        head = (f"Not decided on this run: {len(agree)} of {m} speed ratios lie inside {margin} with their "
-                f"intervals and none lies wholly outside, but the intervals of {_named(open_)} cross the "
-                f"margin, so these rounds cannot tell whether those differ by more than {v.margin:.0%} "
-                f"(more rounds, VALIDATE_ROUNDS, narrow the intervals).")  # fmt: skip
+        lie = "lies inside {} with its interval" if len(agree) == 1 else "lie inside {} with their intervals"
+        decided = [r for r in speed["ratio"] if r.has_interval]
+        lo, hi = min(r.lo for r in decided), max(r.hi for r in decided)
+        head = (f"Not decided on this run: {len(agree)} of {m} speed ratios {lie.format(margin)} and none lies "
+                f"wholly outside, but the intervals of {_named(open_)} cross the margin, so these rounds cannot "
+                f"tell whether those differ by more than {100 * v.margin:g} % (more rounds, VALIDATE_ROUNDS, "
+                f"narrow the intervals). What they do rule out is a larger difference than the intervals' "
+                f"ends, together ×{lo:.2f} to ×{hi:.2f}.")  # fmt: skip
     return f"{head} {mem}"
