@@ -330,7 +330,11 @@ def validation_table(v: Validation) -> pd.DataFrame:
         rec = {"model": p.model, "type": f"{p.quant}, {v.depth:,} tokens in the context"}
         ratios(rec, depth_label(p, v.depth))
         rows.append(rec)
-    return pd.DataFrame(rows).set_index(["model", "type"])
+    df = pd.DataFrame(rows).set_index(["model", "type"])
+    if v.deep:  # the filled-context rows have no memory of their own: blank, not NaN
+        memory = [c for c in df.columns if not c.startswith(("prompt", "generation"))]
+        df[memory] = df[memory].astype(object).where(df[memory].notna(), "")
+    return df
 
 
 def _named(rows: pd.DataFrame) -> str:
