@@ -54,6 +54,13 @@ def test_notebooks_show_their_provenance(html: Path) -> None:
         assert "llama.cpp 0c1e57098" in text and "sha256" in text and "Machine:" in text, nb.stem
 
 
+def test_printed_readings_wrap_at_the_page_width(html: Path) -> None:
+    # the readings are printed sentences; without this style a paragraph scrolls sideways
+    assert "white-space: pre-wrap" in (html / "_static" / "outputs.css").read_text()
+    for nb in book.notebooks():
+        assert "_static/outputs.css" in (html / "notebooks" / f"{nb.stem}.html").read_text(), nb.stem
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make setup installs it on Debian as root)")
 def test_case_study_in_a_real_browser(html: Path) -> None:
     page = html / "notebooks" / "quantization.html"

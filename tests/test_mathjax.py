@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from localllms import mathjax
 from localllms.errors import UserError
@@ -22,9 +23,9 @@ def test_mathjax_is_cached_and_staged_with_its_fonts(tmp_path: Path) -> None:
     assert "Apache License" in (staged / "LICENSE").read_text()
     assert len(list((staged / "output" / "chtml" / "fonts" / "woff-v2").glob("MathJax_*.woff"))) >= 20
     # The staged folder is the one the book's config points Sphinx at.
-    config = (PROJECT_ROOT / "_config.yml").read_text()
-    assert f"html_static_path: [{mathjax.STATIC_DIR}]" in config
-    assert f"mathjax_path: mathjax/{mathjax.ENTRY}" in config
+    sphinx = yaml.safe_load((PROJECT_ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    assert mathjax.STATIC_DIR in sphinx["html_static_path"]
+    assert sphinx["mathjax_path"] == f"mathjax/{mathjax.ENTRY}"
 
 
 def test_missing_npm_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
