@@ -173,6 +173,27 @@ def test_shares_that_overlap_in_the_rounds_are_not_separated() -> None:
     assert "not separated on this machine" in text and "do not show generation moving toward" in text
 
 
+def test_a_middle_size_the_rounds_do_not_separate_is_named() -> None:
+    # 135M at 30 %, 1B at 65 % and 7B at 63 % of the roofline (as on 2026-12-07): the whole span is
+    # higher, the last step is not, and the sentence says both
+    bw = [20.0 * d for d in DRIFT[:5]]
+    small, mid, big = (_file("synth:smollm2-135m:Q4_K_M", 100_000_000), _file("synth:llama-3.2-1b:Q4_K_M", 800_000_000),
+                       _file("synth:qwen2.5-7b:Q4_K_M", 4_500_000_000))  # fmt: skip
+
+    def tg(share: float, f: SizeFile, noise: list[float]) -> list[float]:
+        return [share * b * 1e9 / f.bytes_per_token * e for b, e in zip(bw, noise, strict=True)]
+
+    r = _rounds({small.label: {"tg": tg(0.30, small, [1.0] * 5), "pp": [500.0] * 5},
+                 mid.label: {"tg": tg(0.65, mid, [1.0, 1.1, 0.9, 1.05, 0.95]), "pp": [50.0] * 5},
+                 big.label: {"tg": tg(0.63, big, [0.95, 1.05, 1.0, 1.1, 0.9]), "pp": [10.0] * 5},
+                 sizes.BANDWIDTH: {"bw": bw}})  # fmt: skip
+    text = sizes.roofline_sentence(sizes.Sizes([small, mid, big], r, 2, 64, 16, 2048, []))
+    assert "qwen2.5-7b's share is higher than smollm2-135m's" in text
+    assert "not at every step, though: from llama-3.2-1b to qwen2.5-7b" in text
+    assert "not separated on this machine" in text.split("not at every step")[1]
+    assert "from smollm2-135m to llama-3.2-1b" not in text  # that step is separated, so it is not named
+
+
 # --------------------------------------------------------------------------- the comparing page and the skip rule
 
 
