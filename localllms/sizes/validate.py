@@ -365,9 +365,12 @@ def validation_sentence(v: Validation) -> str:
     elif v.outcome == DIFFERS:
         parts = []
         if len(differ):
-            parts.append(f"{len(differ)} of {m} speed ratios lie wholly outside {margin} ({_named(differ)})")
+            lie = "lies" if len(differ) == 1 else "lie"
+            parts.append(f"{len(differ)} of {m} speed ratios {lie} wholly outside {margin} ({_named(differ)})")
         if within < len(diffs):
-            parts.append(f"{len(diffs) - within} peak memories differ by more than {100 * v.tolerance:.0f} %")
+            n = len(diffs) - within
+            what = "peak memory differs" if n == 1 else "peak memories differ"
+            parts.append(f"{n} {what} by more than {100 * v.tolerance:.0f} %")
         head = "The method does not hold everywhere on this run: " + "; ".join(parts) + "."
         if len(open_):
             head += f" Not decided: {_named(open_)}."

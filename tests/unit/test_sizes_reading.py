@@ -117,6 +117,52 @@ def test_too_few_rounds_give_no_interval_and_no_verdict() -> None:
     assert sizes.verdict(r.ratio("a: synthetic", "a: real", "tg")) == sizes.NO_INTERVAL
 
 
+def _validation(tg: list[float], synthetic_peak_mib: int = 250) -> sizes.Validation:
+    """A check of one pair on made-up rounds: prompt equal in every round, generation at ``tg``."""
+    from localllms.selection.measure import MemoryMeasurement
+
+    f = _file("synth:smollm2-135m:Q4_K_M", 100_000_000).resolved
+    pair = sizes.Pair("smollm2-135m-instruct", "smollm2-135m", "Q4_K_M", f, f)
+    r = _pair([1.0] * 8, tg)
+    r = _rounds({pair.real_label: {t: r.values("a: real", t) for t in ("pp", "tg")},
+                 pair.synthetic_label: {t: r.values("a: synthetic", t) for t in ("pp", "tg")}})  # fmt: skip
+    mib = 2**20
+    memory = {label: MemoryMeasurement("m", 4096, 1, True, peak * mib, 0, 0, 0)
+              for label, peak in ((pair.real_label, 250), (pair.synthetic_label, synthetic_peak_mib))}  # fmt: skip
+    return sizes.Validation([pair], r, memory, 4096, sizes.RSS_TOLERANCE, 512, 128)
+
+
+def test_the_checks_verdict_and_sentence_follow_its_numbers() -> None:
+    same = _validation([1.01, 0.98, 1.02, 0.99, 1.0, 1.03, 0.97, 1.0])
+    assert same.outcome == sizes.AGREES and same.holds
+    text = sizes.validation_sentence(same)
+    assert text.startswith("The method holds on both catalog models on this run: all 2 speed ratios")
+    assert "together ×0.97 to ×1.03" in text and "1 of 1 synthetic files within 2 %" in text
+    assert "covers its median with 99.2 %, so all 2 hold together with at least 98.4 %" in same.describe()
+
+    slow = _validation([0.8, 0.82, 0.79, 0.85, 0.8, 0.81, 0.83, 0.78])
+    assert slow.outcome == sizes.DIFFERS and not slow.holds
+    assert "1 of 2 speed ratios lies wholly outside 1 ± 10 % (smollm2-135m Q4_K_M generation ×0.8" in (
+        sizes.validation_sentence(slow)
+    )
+    table = sizes.validation_table(slow)
+    assert (
+        table.iloc[0]["generation: within ±10 %"] == sizes.DIFFERS
+        and table.iloc[0]["prompt: within ±10 %"] == sizes.AGREES
+    )
+
+    heavy = _validation([1.0] * 8, synthetic_peak_mib=260)  # speeds equal, memory 4 % over
+    assert heavy.outcome == sizes.DIFFERS and "1 peak memory differs by more than 2 %" in sizes.validation_sentence(
+        heavy
+    )
+
+    noisy = _validation([1.0, 0.85, 1.1, 0.95, 1.02, 0.8, 1.2, 0.98])
+    assert noisy.outcome == sizes.UNDECIDED
+    text = sizes.validation_sentence(noisy)
+    assert text.startswith("Not decided on this run: 1 of 2 speed ratios lies inside 1 ± 10 % with its interval")
+    assert "together ×0.80 to ×1.20" in text
+
+
 def test_peak_memory_agrees_within_two_percent() -> None:
     mib = 2**20
     assert sizes.rss_agreement(250 * mib, 254 * mib) == (pytest.approx(0.016), True)
