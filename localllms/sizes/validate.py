@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pandas as pd
 
@@ -180,13 +181,6 @@ def speed_agreement(
     return pd.DataFrame(rows)
 
 
-def ratio_text(r: Estimate, digits: int = 3) -> str:
-    """ "×1.002 (0.981–1.020)", or "×1.002 (n=3)" when the rounds are too few for an interval."""
-    if not r.has_interval:
-        return f"×{r.median:.{digits}f} (n={r.n})"
-    return f"×{r.median:.{digits}f} ({r.lo:.{digits}f}–{r.hi:.{digits}f})"
-
-
 def rss_agreement(real_peak: int, synthetic_peak: int, tolerance: float = RSS_TOLERANCE) -> tuple[float, bool]:
     """The synthetic file's peak over the real one's, less 1, and whether it is within ``tolerance``."""
     if real_peak <= 0:
@@ -212,7 +206,7 @@ class Validation:
     margin: float = VALIDATE_MARGIN
     level: float = VALIDATE_LEVEL
 
-    @property
+    @cached_property  # the outcome, the table and the sentence all read it: the rounds are read once
     def speed_rows(self) -> pd.DataFrame:
         labels = [(p.label, p.synthetic_label, p.real_label) for p in self.pairs]
         labels += [(depth_label(p, self.depth), depth_label(p, self.depth, "synthetic"),
@@ -314,7 +308,7 @@ def validation_table(v: Validation) -> pd.DataFrame:
     def ratios(rec: dict, label: str) -> None:
         for test, word in (("pp", "prompt"), ("tg", "generation")):
             r = speed[(speed["file"] == label) & (speed["test"] == test)].iloc[0]
-            rec[f"{word}: synthetic / real"] = ratio_text(r["ratio"])
+            rec[f"{word}: synthetic / real"] = r["ratio"].times(3)
             rec[f"{word}: {within}"] = r["verdict"]
 
     for p in v.pairs:
@@ -339,7 +333,7 @@ def validation_table(v: Validation) -> pd.DataFrame:
 
 def _named(rows: pd.DataFrame) -> str:
     word = {"pp": "prompt", "tg": "generation"}
-    return "; ".join(f"{r['file']} {word[r['test']]} {ratio_text(r['ratio'])}" for _, r in rows.iterrows())
+    return "; ".join(f"{r['file']} {word[r['test']]} {r['ratio'].times(3)}" for _, r in rows.iterrows())
 
 
 def validation_sentence(v: Validation) -> str:
@@ -358,8 +352,9 @@ def validation_sentence(v: Validation) -> str:
     if (speed["verdict"] == NO_INTERVAL).all():
         return (f"Not decided: {v.speed.n_rounds} rounds are too few for intervals that hold together over "
                 f"{m} comparisons (see above), so no pair can be said to agree or to differ. {mem}")  # fmt: skip
+    decided = [r for r in speed["ratio"] if r.has_interval]
+    lo, hi = min(r.lo for r in decided), max(r.hi for r in decided)  # the span of every interval together
     if v.outcome == AGREES:
-        lo, hi = min(r.lo for r in speed["ratio"]), max(r.hi for r in speed["ratio"])
         head = (f"The method holds on both catalog models on this run: all {m} speed ratios, synthetic over real, "
                 f"lie inside {margin} with their intervals (together ×{lo:.2f} to ×{hi:.2f}).")  # fmt: skip
     elif v.outcome == DIFFERS:
@@ -376,8 +371,6 @@ def validation_sentence(v: Validation) -> str:
             head += f" Not decided: {_named(open_)}."
     else:
         lie = "lies inside {} with its interval" if len(agree) == 1 else "lie inside {} with their intervals"
-        decided = [r for r in speed["ratio"] if r.has_interval]
-        lo, hi = min(r.lo for r in decided), max(r.hi for r in decided)
         head = (f"Not decided on this run: {len(agree)} of {m} speed ratios {lie.format(margin)} and none lies "
                 f"wholly outside, but the intervals of {_named(open_)} cross the margin, so these rounds cannot "
                 f"tell whether those differ by more than {100 * v.margin:g} % (more rounds, VALIDATE_ROUNDS, "
