@@ -282,6 +282,11 @@ def validate(
 
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise UserError(f"VALIDATE_DEPTH must be a whole number of tokens (0: none), not {depth!r}.")
+    if n_rounds is not None and (isinstance(n_rounds, bool) or not isinstance(n_rounds, int) or n_rounds < 1):
+        raise UserError(
+            f"VALIDATE_ROUNDS must be a whole number of at least 1, or None for the fewest whose intervals hold "
+            f"together, not {n_rounds!r}."
+        )
     if not 0 < margin < 1:
         raise UserError(f"VALIDATE_MARGIN must be a fraction between 0 and 1 (0.10 for ±10 %), not {margin!r}.")
     if not 0 < level < 1:

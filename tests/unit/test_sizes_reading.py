@@ -163,6 +163,22 @@ def test_the_checks_verdict_and_sentence_follow_its_numbers() -> None:
     assert "together ×0.80 to ×1.20" in text
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_rounds": 0}, "VALIDATE_ROUNDS must be a whole number of at least 1, or None"),
+        ({"n_rounds": 2.5}, "VALIDATE_ROUNDS must be a whole number"),
+        ({"margin": 10}, "VALIDATE_MARGIN must be a fraction between 0 and 1"),
+        ({"level": 90}, "VALIDATE_LEVEL must be a coverage between 0 and 1"),
+        ({"depth": -1}, "VALIDATE_DEPTH must be a whole number of tokens"),
+    ],
+)
+def test_bad_check_parameters_are_one_sentence_before_any_file_is_made(kwargs: dict, message: str) -> None:
+    args = {"n_rounds": None, "margin": 0.1, "level": 0.9, "depth": 0} | kwargs
+    with pytest.raises(UserError, match=message):  # no build is needed: nothing is made or run first
+        sizes.validate(["smollm2-135m-instruct"], ["Q8_0"], 2, args.pop("n_rounds"), 512, 128, 4096, None, **args)
+
+
 def test_peak_memory_agrees_within_two_percent() -> None:
     mib = 2**20
     assert sizes.rss_agreement(250 * mib, 254 * mib) == (pytest.approx(0.016), True)
