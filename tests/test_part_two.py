@@ -89,6 +89,37 @@ def test_rounds_measure_every_configuration_once_per_round_and_resume(reference,
         rounds.run([rounds.Setting("x", "/tmp/no-such.gguf", "x", 1, 8, 2)], build, 1, progress_bars=False)
 
 
+def test_a_prompt_test_longer_than_the_warm_up_runs_behind_it_and_only_its_own_speed_is_kept(
+    smollm2, build, monkeypatch
+) -> None:
+    """The 64-token warm-up runs first in the same llama-bench process, in place of llama-bench's own
+    (which would repeat the whole prompt test); its row is dropped. A test no longer than the warm-up
+    keeps llama-bench's own warm-up."""
+    import subprocess
+
+    from localllms import rounds
+
+    calls = []
+    real_run = subprocess.run
+
+    def spy(cmd, **kw):
+        proc = real_run(cmd, **kw)
+        calls.append((cmd, proc.stdout))
+        return proc
+
+    monkeypatch.setattr(rounds.subprocess, "run", spy)
+    long = rounds._measure(rounds.Setting("q4", str(smollm2.path), smollm2.sha256, 2, 96, 4, depth=32), build)
+    cmd, out = calls[-1]
+    assert "--no-warmup" in cmd and cmd[cmd.index("-p") + 1] == f"{rounds.WARMUP_PROMPT},96"
+    rows = {(r["n_prompt"], r["n_gen"]): r["avg_ts"] for r in __import__("json").loads(out)}
+    assert set(rows) == {(rounds.WARMUP_PROMPT, 0), (96, 0), (0, 4)}
+    assert long["values"] == {"pp": rows[(96, 0)], "tg": rows[(0, 4)]}  # the warm-up's row is not a value
+    short = rounds._measure(rounds.Setting("q4", str(smollm2.path), smollm2.sha256, 2, rounds.WARMUP_PROMPT, 4), build)
+    cmd, _ = calls[-1]
+    assert "--no-warmup" not in cmd and cmd[cmd.index("-p") + 1] == str(rounds.WARMUP_PROMPT)
+    assert set(short["values"]) == {"pp", "tg"}
+
+
 def test_roofline_pairs_each_generation_run_with_the_ceiling_around_it(smollm2, reference, build) -> None:
     """The bench's roofline: every llama-bench run is set between two reads of the model's own file,
     and the ratio is taken per run (tok/s x bytes per token over that run's ceiling)."""

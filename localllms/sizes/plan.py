@@ -24,7 +24,7 @@ from ..selection.fit import MEASURED_CONTEXTS, MEASURED_SYNTHETIC
 VALIDATE_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 # The common 4-bit type (a mix of Q4_K, Q6_K and, on SmolLM2's 576-wide rows, Q5_0/Q8_0) and 8-bit.
 VALIDATE_TYPES = ("Q4_K_M", "Q8_0")
-# llama-bench sizes of the check: a run of a 135M model takes a second or two, so eight files x five
+# llama-bench sizes of the check: a run of a 135M model takes a second or two, so eight files x eight
 # rounds stay within a few minutes. Generation is the case study's 128 tokens: the effect checked
 # for is a few per cent (values move the Q8_0 kernel's speed, synth/writer.py), and 32 tokens
 # (a quarter of a second on the 135M) gave ×1.086 for SmolLM2's Q8_0 pair where 12 alternations of
