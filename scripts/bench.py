@@ -74,8 +74,8 @@ def evaluator_speed(ref, variants, prompts, threads: int, build, rounds: int = 3
     text = "\n".join(p.replace("\n", " ") for p in prompts) + "\n"
     files = [ref, *variants]
     n_var = len(variants)
-    decoded_ours = len(files) * sum(len(t) for t in evaluate.tokenize(ref, prompts, build)[0])
     token_lists = evaluate.tokenize(ref, prompts, build)[0]
+    decoded_ours = len(files) * sum(len(t) for t in token_lists)
     runs: dict[str, list] = {"ours_s": [], "tool_s": [], "pp512": [], "decode_s": []}
 
     def ours() -> None:
