@@ -205,6 +205,6 @@ def preset_table(presets: Sequence[str], source: Path | None = None) -> pd.DataF
             b2, n2 = block_format(back)
             row["fallback BPW"] = round(8 * n2 / b2, 4)
         else:
-            row["fallback BPW"] = None
+            row["fallback BPW"] = "—"  # no fallback: shown as the column beside it shows it, not as NaN
         rows.append(row)
     return pd.DataFrame(rows).set_index("preset")

@@ -20,7 +20,15 @@ from .figures import plot_imatrix_gain, plot_pareto, plot_quality, plot_roofline
 from .original import reading, seed_comparison, seed_table, tail_reading
 from .pipeline import Study, run, variant
 from .speed_plan import SpeedPlan
-from .tables import case_study_table, pareto_front, quality_table, roofline_exceptions, roofline_table, tail_table
+from .tables import (
+    case_study_table,
+    for_page,
+    pareto_front,
+    quality_table,
+    roofline_exceptions,
+    roofline_table,
+    tail_table,
+)
 
 __all__ = [
     "CrossCheck",
@@ -30,6 +38,7 @@ __all__ = [
     "check_part_two",
     "case_study_table",
     "crosscheck",
+    "for_page",
     "pareto_front",
     "plot_imatrix_gain",
     "plot_pareto",

@@ -114,3 +114,17 @@ def tail_table(df: pd.DataFrame) -> pd.DataFrame:
     metrics tagged for the tail, in the order their tags give."""
     q = df[df["quant"] != df["reference_label"]]
     return _add_metrics(pd.DataFrame({"Model": q["quant"]}), q, metrics.TAIL).set_index("Model")
+
+
+def for_page(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` as the page shows it: an empty cell (a row a column does not apply to) as "—"
+    rather than NaN. Numbers keep the decimals the column shows elsewhere (at most 4)."""
+    out = table.copy()
+    for col in out.columns:
+        s = out[col]
+        if s.dtype.kind != "f" or not s.isna().any():
+            continue
+        shown = s.dropna()
+        digits = max([1, *(len(f"{v:.4f}".rstrip("0").split(".")[1]) for v in shown)])
+        out[col] = [f"{v:.{digits}f}" if v == v else "—" for v in s]
+    return out

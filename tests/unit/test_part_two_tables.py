@@ -259,3 +259,24 @@ def test_roofline_shares_and_exceptions_are_per_round() -> None:
                             ("bandwidth · 2 threads", "bw"): bw})  # fmt: skip
     text = roofline_exceptions(roofline_table(SimpleNamespace(rows=df, speed=over)))
     assert text.startswith("Exception: F16 (108 (108–108) %) read more than the bandwidth") and "Q4_K_M" not in text
+
+
+def test_for_page_shows_empty_cells_as_dashes_and_keeps_decimals() -> None:
+    from localllms.study import for_page
+
+    t = pd.DataFrame({"kld": [0.5041, float("nan"), 0.0657], "change": [-28.7, float("nan"), -10.0],
+                      "whole": [1.0, 2.0, 3.0]}, index=["a", "b", "c"])  # fmt: skip
+    shown = for_page(t)
+    assert list(shown["kld"]) == ["0.5041", "—", "0.0657"]
+    assert list(shown["change"]) == ["-28.7", "—", "-10.0"]
+    assert shown["whole"].dtype.kind == "f"  # a column without an empty cell is left as it is
+    assert t["kld"].isna().sum() == 1  # the table itself keeps its NaN (readings and plots drop them)
+
+
+def test_preset_table_has_no_nan() -> None:
+    from localllms import tensors
+
+    table = tensors.preset_table(["Q4_K_M", "Q8_0"])
+    assert table.loc["Q8_0", "fallback BPW"] == "—"
+    assert table.loc["Q4_K_M", "fallback BPW"] == 5.5
+    assert not table.isna().any().any()
