@@ -79,8 +79,9 @@ KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")  # the cache types the CPU back end run
 # The sweeps are the costliest rounds: a run at depth 2048 first fills the context (Q5_K_M 13.6 s,
 # F16 and Q4_K_M 9.4 s a run on the AMD EPYC, against 2-3 s at depth 0). By default they hold the
 # reference and the common choice, at an empty context and a long chat (the depths the model-sizes
-# chapter measures); Q5_K_M and depth 512 cost 155 s of the case study's cold run and are a
-# parameter away. Q5_K_M's slow prompt speed is explained by the kernel experiment, not the sweeps.
+# chapter measures); Q5_K_M and depth 512 would add about 155 s by those per-run times (the
+# cold run's rounds went from 418 s to 254 s without them) and are a parameter away. Q5_K_M's slow
+# prompt speed is explained by the kernel experiment, not the sweeps.
 SWEEP_QUANTS = ("Q4_K_M",)  # swept beside the reference: the common choice
 SWEEP_DEPTHS = (0, 2048)  # tokens already in the context: empty, a long chat
 SECOND_MODEL = "gemma-3-270m"  # the other catalog model, set beside the first
