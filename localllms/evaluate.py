@@ -568,6 +568,44 @@ MAX_SEQS = 16  # KV streams per context: the most prompts one decode takes
 SIDE_BYTES = 1 << 29  # the reference's side of a window (lp and p, float32) kept while the variants run
 
 
+def context_tokens(lengths: Sequence[int]) -> int:
+    """The context every prompt is decoded in: the longest prompt's tokens, rounded up to a power of
+    two and at least 512 (part of each record's key: the same prompt in another context is another
+    decode)."""
+    return max(512, int(2 ** np.ceil(np.log2(max(lengths)))))
+
+
+def shares_by_four(paths: Iterable[Path], build: BuildInfo) -> bool:
+    """Whether one of these files decodes beside others bit for bit only in prompts of 4k + 1
+    tokens (``packing``): then every window keeps to one kind, else windows mix them."""
+    return any(packing(path, build) == SHARE_4K1 for path in paths)
+
+
+@dataclass(frozen=True)
+class DecodeLayout:
+    """How a set of prompts is decoded: the context, a stream's cells, and the windows (indices
+    into the prompts' lengths), each decoded in one pass of every model."""
+
+    n_ctx: int
+    stream: int
+    windows: list[list[int]]
+
+    @property
+    def n_seq(self) -> int:
+        return max(len(w) for w in self.windows)
+
+
+def decode_layout(lengths: Sequence[int], needed: Sequence[int], n_vocab: int, by_four: bool) -> DecodeLayout:
+    """The decodes :func:`evaluate_prompts` makes for the prompts ``needed`` (indices into
+    ``lengths``, the token counts of every prompt of the run). ``make bench`` times the same
+    decodes with nothing computed on the logits, so both read this one layout."""
+    max_rows = max(1, SIDE_BYTES // (8 * n_vocab))  # the reference's side of a window within SIDE_BYTES
+    chosen = [lengths[i] for i in needed]
+    windows = [[needed[j] for j in w] for w in plan(chosen, 512, MAX_SEQS, max_rows, by_four)]
+    stream = -(-max(lengths) // 256) * 256  # a stream's cells: the longest prompt's, as llama.cpp pads them
+    return DecodeLayout(context_tokens(lengths), stream, windows)
+
+
 def cache_code() -> str:
     """The digest of the code that computes the cached records: this module and the record's class."""
     return content_key(code_key("evaluate"), inspect.getsource(TokenStats))
@@ -600,8 +638,8 @@ def evaluate_prompts(
 
     # Tokenise once with the reference's vocabulary (variants share it) to size the context.
     token_lists, n_vocab = tokenize(reference, prompts, build)
-    longest = max(len(t) for t in token_lists)
-    n_ctx = max(512, int(2 ** np.ceil(np.log2(longest))))
+    lengths = [len(t) for t in token_lists]
+    n_ctx = context_tokens(lengths)
     if n_ctx > reference.info.context_length > 0:
         raise UserError(
             f"A prompt has more tokens than the model's context ({reference.info.context_length}); lower MAX_PROMPT_LENGTH."
@@ -631,21 +669,17 @@ def evaluate_prompts(
     loaded: dict[tuple[str, str], LogitsModel] = {}
     try:
         if needed:
-            lengths = [len(token_lists[i]) for i in needed]
-            files = {v.model.path for v in (ref, *scored)}
-            by_four = any(packing(path, build) == SHARE_4K1 for path in files)  # else windows mix them
-            max_rows = max(1, SIDE_BYTES // (8 * n_vocab))
-            windows = [[needed[j] for j in w] for w in plan(lengths, 512, MAX_SEQS, max_rows, by_four)]
-            n_seq = max(len(w) for w in windows)
-            stream = -(-longest // 256) * 256  # a stream's cells: the longest prompt's, as llama.cpp pads them
+            by_four = shares_by_four({v.model.path for v in (ref, *scored)}, build)
+            layout = decode_layout(lengths, needed, n_vocab, by_four)
 
             def model_for(v: Scored) -> LogitsModel:
                 if v.identity not in loaded:
-                    loaded[v.identity] = LogitsModel(v.model, stream, threads, build, v.cache_type, n_seq, n_ctx)
+                    loaded[v.identity] = LogitsModel(v.model, layout.stream, threads, build, v.cache_type,
+                                                     layout.n_seq, layout.n_ctx)  # fmt: skip
                 return loaded[v.identity]
 
             with _pool(threads) as pool:
-                for window in windows:
+                for window in layout.windows:
                     wanted = {lab: [i for i in window if i in todo[lab]] for lab in labels}
                     sides = {i: Reference.exact(x, pool) for i, x in model_for(ref).scored_rows(token_lists, window)}
                     for v in scored:

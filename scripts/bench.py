@@ -74,7 +74,7 @@ def evaluator_speed(ref, variants, prompts, threads: int, build, rounds: int = 3
     text = "\n".join(p.replace("\n", " ") for p in prompts) + "\n"
     files = [ref, *variants]
     n_var = len(variants)
-    token_lists = evaluate.tokenize(ref, prompts, build)[0]
+    token_lists, n_vocab = evaluate.tokenize(ref, prompts, build)
     decoded_ours = len(files) * sum(len(t) for t in token_lists)
     runs: dict[str, list] = {"ours_s": [], "tool_s": [], "pp512": [], "decode_s": []}
 
@@ -97,7 +97,7 @@ def evaluator_speed(ref, variants, prompts, threads: int, build, rounds: int = 3
 
     def ceiling() -> None:  # the evaluator's own decodes, in its windows, with nothing computed on the logits
         started = time.perf_counter()
-        decode_only(ref, files, token_lists, threads, build)
+        decode_only(files, token_lists, n_vocab, threads, build)
         runs["decode_s"].append(time.perf_counter() - started)
 
     def pp512() -> None:  # tokens/s of each file; the files together as the evaluator decodes them
@@ -145,20 +145,15 @@ def evaluator_speed(ref, variants, prompts, threads: int, build, rounds: int = 3
     return tool_result[0].base_logits_bytes
 
 
-def decode_only(ref, files, token_lists, threads: int, build) -> None:
+def decode_only(files, token_lists, n_vocab: int, threads: int, build) -> None:
     """Every decode :func:`evaluate.evaluate_prompts` makes for these files and prompts (the same
-    windows, streams and rows asked for), with nothing computed on the logits."""
+    windows, streams and rows asked for: ``evaluate.decode_layout``), with nothing computed on the logits."""
     lengths = [len(t) for t in token_lists]
-    longest = max(lengths)
-    n_ctx = max(512, int(2 ** np.ceil(np.log2(longest))))
-    by_four = any(evaluate.packing(m.path, build) == evaluate.SHARE_4K1 for m in files)
-    n_vocab = ref.info.vocab_size
-    windows = evaluate.plan(lengths, 512, evaluate.MAX_SEQS, max(1, evaluate.SIDE_BYTES // (8 * n_vocab)), by_four)
-    n_seq = max(len(w) for w in windows)
-    stream = -(-longest // 256) * 256
-    models = [evaluate.LogitsModel(m, stream, threads, build, "f16", n_seq, n_ctx) for m in files]
+    by_four = evaluate.shares_by_four({m.path for m in files}, build)
+    layout = evaluate.decode_layout(lengths, range(len(lengths)), n_vocab, by_four)
+    models = [evaluate.LogitsModel(m, layout.stream, threads, build, "f16", layout.n_seq, layout.n_ctx) for m in files]
     try:
-        for window in windows:
+        for window in layout.windows:
             for lm in models:
                 for _ in lm.scored_rows(token_lists, window):
                     pass

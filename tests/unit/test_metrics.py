@@ -103,3 +103,16 @@ def test_prompts_share_a_decode_only_where_each_row_stays_as_alone() -> None:
     assert evaluate.stream_length([64, 65]) == 64 and evaluate.stream_length([30, 41]) == 40
     assert evaluate.shares("any", 30) and evaluate.shares("any", 64) and not evaluate.shares("any", 8)
     assert evaluate.shares("4k+1", 65) and not evaluate.shares("4k+1", 64) and not evaluate.shares("none", 65)
+
+
+def test_the_evaluator_and_its_bench_ceiling_read_one_layout() -> None:
+    """decode_layout: the windows of the prompts still to score (indices into every prompt's
+    lengths), in the context and streams of the whole run, whichever prompts are left."""
+    lengths = [30, 45, 62, 300, 64, 65, 700, 101]
+    whole = evaluate.decode_layout(lengths, range(len(lengths)), 49152, True)
+    assert sorted(i for w in whole.windows for i in w) == list(range(len(lengths)))
+    assert whole.n_ctx == 1024 and whole.stream == 768 and whole.n_seq == max(len(w) for w in whole.windows)
+    left = evaluate.decode_layout(lengths, [1, 3, 5], 49152, True)  # a resumed run: three prompts to go
+    assert sorted(i for w in left.windows for i in w) == [1, 3, 5]
+    assert (left.n_ctx, left.stream) == (whole.n_ctx, whole.stream)  # the context is the run's, so keys match
+    assert evaluate.context_tokens([10, 20]) == 512 and evaluate.context_tokens([513]) == 1024
