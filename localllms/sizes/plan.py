@@ -44,8 +44,12 @@ VALIDATE_MARGIN = 0.10
 # widened for the number of comparisons, intervals.familywise). With one interval per comparison
 # at 90 %, ten comparisons of equal files would report one "differs" in about half the runs.
 VALIDATE_LEVEL = 0.90
-# None: the fewest rounds that give every comparison its family-wise interval (8 for the book's ten:
-# two models x two types + the filled context, prompt and generation each).
+# None: the fewest rounds that give every comparison its family-wise interval (8 for the book's twelve:
+# two models x two types + the filled context, prompt and generation each, and all of them pooled).
+# More rounds decide single pairs slowly here: 20 rounds of the default check (2026-12-07, about 46 s
+# a round) left every pair's prompt interval across ±10 % (together ×0.79-×1.17; the per-round prompt
+# ratio's standard deviation 12-18 % per pair, generation's 5-11 %), while the pooled ratios were
+# inside it at 8, 12, 16 and 20 rounds: prompt ×0.990 (0.964-1.035), generation ×1.029 (1.002-1.049) at 20.
 VALIDATE_ROUNDS = None
 # The first pair (the book's model at the first type) is also run with this many tokens already in
 # the context: attention is the one kernel whose work (not only its speed) depends on values (llama.cpp's online softmax

@@ -13,7 +13,10 @@ do not depend on the values:
   (``verdict``): an equivalence test, since "the interval includes 1" would call any pair equal
   that was measured too coarsely, and flag tiny differences measured finely. The intervals are
   widened for the number of comparisons (``intervals.familywise``), so that all of them hold
-  together with ``level`` (90 %);
+  together with ``level`` (90 %). The same question is also asked of all pairs at once
+  (``POOLED``: every round's ratio of every pair together): the claim is one claim about
+  llama.cpp, and on this machine a single pair's 512-token prompt runs move by 10 to 20 % from
+  round to round, more than the margin, so a pair alone is seldom decided;
 * **memory**: llama-server's peak resident memory with each file, at one context and one
   512-token prompt; the pair agrees when the synthetic peak is within ``RSS_TOLERANCE`` (2 %) of
   the real one (``rss_agreement``).
@@ -28,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
 import pandas as pd
 
 from .. import gguf_file, intervals, rounds
@@ -140,8 +144,10 @@ def settings(
 
 
 def n_comparisons(n_pairs: int, deep: bool) -> int:
-    """The check's speed comparisons: prompt and generation of every pair, and of the deep pair."""
-    return 2 * (n_pairs + int(deep))
+    """The check's speed comparisons: prompt and generation of every pair, of the deep pair, and of
+    all of them pooled (when there is more than one)."""
+    n = n_pairs + int(deep)
+    return 2 * (n + int(n > 1))
 
 
 # --------------------------------------------------------------------------- the readings
@@ -150,6 +156,7 @@ AGREES = "agrees"  # the interval lies inside 1 ± margin
 DIFFERS = "differs"  # the interval lies wholly outside it
 UNDECIDED = "not decided"  # the interval crosses the margin: these rounds cannot tell
 NO_INTERVAL = "no interval"  # too few rounds for the interval's coverage
+POOLED = "all pairs, pooled"  # the row of every pair's per-round ratios together
 
 
 def verdict(ratio: Estimate, margin: float = VALIDATE_MARGIN) -> str:
@@ -168,17 +175,38 @@ def speed_agreement(
     pairs: Sequence[tuple[str, str, str]],
     margin: float = VALIDATE_MARGIN,
     level: float = VALIDATE_LEVEL,
+    pool: bool = False,
 ) -> pd.DataFrame:
     """For each (name, synthetic label, real label) and test: the synthetic over real ratio within
     each round, as an Estimate whose interval is wide enough that all of them hold together with
-    ``level``, and its verdict against 1 ± ``margin``."""
-    each = intervals.familywise(2 * len(pairs), level)
+    ``level``, and its verdict against 1 ± ``margin``. With ``pool``, a row ``POOLED`` per test
+    too: the median of every pair's per-round ratios together, one more comparison of the family."""
+    each = intervals.familywise(2 * (len(pairs) + int(pool)), level)
     rows = []
     for name, synthetic, real in pairs:
         for test in ("pp", "tg"):
             r = speed.ratio(synthetic, real, test, each)
             rows.append({"file": name, "test": test, "ratio": r, "verdict": verdict(r, margin)})
+    if pool:
+        for test in ("pp", "tg"):
+            # each ratio is taken within its own pair's seconds, so the pairs' ratios of one round
+            # are treated as separate draws of the same question
+            r = intervals.estimate([x for _, a, b in pairs for x in _ratios(speed, a, b, test)], each)
+            rows.append({"file": POOLED, "test": test, "ratio": r, "verdict": verdict(r, margin)})
     return pd.DataFrame(rows)
+
+
+def _ratios(speed: rounds.Rounds, a: str, b: str, test: str) -> list[float]:
+    """A over B in each round where both ran (as ``intervals.paired_ratio`` pairs them)."""
+    return [x / y for x, y in zip(speed.values(a, test), speed.values(b, test), strict=True) if y and x == x and y == y]
+
+
+def round_spread(speed: rounds.Rounds, pairs: Sequence[tuple[str, str, str]], test: str) -> float:
+    """How much a pair's ratio moves from round to round: the standard deviation of its per-round
+    log ratio (about the relative one at these sizes), the median over ``pairs``. Not a robust one:
+    the occasional slow round is what sets the intervals' ends at a few rounds."""
+    sds = [float(np.std(np.log(r), ddof=1)) for _, a, b in pairs if len(r := _ratios(speed, a, b, test)) > 1]
+    return float(np.median(sds)) if sds else float("nan")
 
 
 def rss_agreement(real_peak: int, synthetic_peak: int, tolerance: float = RSS_TOLERANCE) -> tuple[float, bool]:
@@ -206,12 +234,25 @@ class Validation:
     margin: float = VALIDATE_MARGIN
     level: float = VALIDATE_LEVEL
 
+    @property
+    def labels(self) -> list[tuple[str, str, str]]:
+        """(name, synthetic label, real label) of every comparison: the pairs, then the deep ones."""
+        out = [(p.label, p.synthetic_label, p.real_label) for p in self.pairs]
+        return out + [(depth_label(p, self.depth), depth_label(p, self.depth, "synthetic"),
+                       depth_label(p, self.depth, "real")) for p in self.deep]  # fmt: skip
+
     @cached_property  # the outcome, the table and the sentence all read it: the rounds are read once
     def speed_rows(self) -> pd.DataFrame:
-        labels = [(p.label, p.synthetic_label, p.real_label) for p in self.pairs]
-        labels += [(depth_label(p, self.depth), depth_label(p, self.depth, "synthetic"),
-                    depth_label(p, self.depth, "real")) for p in self.deep]  # fmt: skip
-        return speed_agreement(self.speed, labels, self.margin, self.level)
+        """Every pair's ratios and verdicts, then (with more than one pair) the pooled ones."""
+        return speed_agreement(self.speed, self.labels, self.margin, self.level, pool=len(self.labels) > 1)
+
+    @property
+    def pair_rows(self) -> pd.DataFrame:
+        return self.speed_rows[self.speed_rows["file"] != POOLED]
+
+    @property
+    def pooled_rows(self) -> pd.DataFrame:
+        return self.speed_rows[self.speed_rows["file"] == POOLED]
 
     def rss(self, pair: Pair) -> tuple[float, bool]:
         return rss_agreement(
@@ -232,9 +273,17 @@ class Validation:
     def holds(self) -> bool:
         return self.outcome == AGREES
 
+    @property
+    def holds_pooled(self) -> bool:
+        """Whether all pairs together agree (both pooled ratios inside the margin) while no pair
+        and no peak differs: the claim holds on average, whether or not each pair is decided."""
+        pooled = self.pooled_rows
+        return len(pooled) > 0 and set(pooled["verdict"]) == {AGREES} and self.outcome != DIFFERS
+
     def describe(self) -> str:
         """How the rounds ran and what their intervals cover, with the numbers of this run."""
         m = n_comparisons(len(self.pairs), bool(self.deep))
+        pooled = "; each pair's, and all pairs' pooled" if len(self.labels) > 1 else ""
         each = intervals.familywise(m, self.level)
         n = self.speed.n_rounds
         ranks = intervals.order_ranks(n, each)
@@ -249,7 +298,7 @@ class Validation:
         return (
             f"{n} rounds of {len(self.speed.settings)} files; in each round the two files of a pair ran one after "
             f"the other, the pairs and the files within a pair in an order shuffled per round (seed "
-            f"{self.speed.seed}). {m} speed comparisons (synthetic over real, within each round): {cover}. "
+            f"{self.speed.seed}). {m} speed comparisons (synthetic over real, within each round{pooled}): {cover}. "
             f"A pair agrees when its interval lies inside 1 ± {100 * self.margin:g} %, differs when it lies wholly "
             f"outside, and is not decided when it crosses the margin."
         )
@@ -329,10 +378,13 @@ def validation_table(v: Validation) -> pd.DataFrame:
         rec = {"model": p.model, "type": f"{p.quant}, {v.depth:,} tokens in the context"}
         ratios(rec, depth_label(p, v.depth))
         rows.append(rec)
+    if len(v.pooled_rows):  # every pair's rounds together: speed only
+        rec = {"model": POOLED, "type": f"{len(v.labels)} comparisons x {v.speed.n_rounds} rounds"}
+        ratios(rec, POOLED)
+        rows.append(rec)
     df = pd.DataFrame(rows).set_index(["model", "type"])
-    if v.deep:  # the filled-context rows have no memory of their own: blank, not NaN
-        memory = [c for c in df.columns if not c.startswith(("prompt", "generation"))]
-        df[memory] = df[memory].astype(object).where(df[memory].notna(), "")
+    memory = [c for c in df.columns if not c.startswith(("prompt", "generation"))]
+    df[memory] = df[memory].astype(object).where(df[memory].notna(), "")  # speed-only rows: blank, not NaN
     return df
 
 
@@ -343,7 +395,7 @@ def _named(rows: pd.DataFrame) -> str:
 
 def validation_sentence(v: Validation) -> str:
     """What the check shows, computed from its own numbers."""
-    speed = v.speed_rows
+    speed = v.pair_rows
     m, margin = len(speed), f"1 ± {100 * v.margin:g} %"
     diffs = [v.rss(p)[0] for p in v.pairs]
     within = sum(abs(d) <= v.tolerance for d in diffs)
@@ -376,9 +428,38 @@ def validation_sentence(v: Validation) -> str:
             head += f" Not decided: {_named(open_)}."
     else:
         lie = "lies inside {} with its interval" if len(agree) == 1 else "lie inside {} with their intervals"
-        head = (f"Not decided on this run: {len(agree)} of {m} speed ratios {lie.format(margin)} and none lies "
-                f"wholly outside, but the intervals of {_named(open_)} cross the margin, so these rounds cannot "
-                f"tell whether those differ by more than {100 * v.margin:g} % (more rounds, VALIDATE_ROUNDS, "
-                f"narrow the intervals). What they do rule out is a larger difference than the intervals' "
-                f"ends, together ×{lo:.2f} to ×{hi:.2f}.")  # fmt: skip
-    return f"{head} {mem}"
+        by_pair = "Pair by pair, not decided" if len(v.pooled_rows) else "Not decided"
+        head = (f"{by_pair} on this run: {len(agree)} of {m} speed ratios {lie.format(margin)} and "
+                f"none lies wholly outside, but the intervals of {_named(open_)} cross the margin, so these "
+                f"rounds cannot tell whether those pairs alone differ by more than {100 * v.margin:g} %. What they "
+                f"do rule out is a larger difference than the intervals' ends, together ×{lo:.2f} to ×{hi:.2f}.")  # fmt: skip
+    return " ".join(x for x in (head, pooled_sentence(v), mem) if x)
+
+
+def pooled_sentence(v: Validation) -> str:
+    """All pairs together, and how much one pair's ratio moved from round to round."""
+    pooled = v.pooled_rows.set_index("test")
+    if not len(pooled):
+        return ""
+    word = {AGREES: f"inside 1 ± {100 * v.margin:g} %", DIFFERS: f"wholly outside 1 ± {100 * v.margin:g} %",
+            UNDECIDED: "across the margin", NO_INTERVAL: "without an interval"}  # fmt: skip
+    pp, tg = pooled.loc["pp"], pooled.loc["tg"]
+    both = pp["verdict"] == tg["verdict"]
+    where = (f"both {word[pp['verdict']]}" if both
+             else f"prompt {word[pp['verdict']]}, generation {word[tg['verdict']]}")  # fmt: skip
+    spread = {t: 100 * round_spread(v.speed, v.labels, t) for t in ("pp", "tg")}
+    text = (f"All {len(v.labels)} pairs together (every round's ratio of every pair, in the same family of "
+            f"intervals): prompt {pp['ratio'].times(3)} and generation {tg['ratio'].times(3)}, {where}. From round "
+            f"to round one pair's prompt ratio moved by about {spread['pp']:.0f} % and its generation ratio by about "
+            f"{spread['tg']:.0f} % (standard deviation over the rounds, the median over the pairs).")  # fmt: skip
+    for test, what in (("pp", "prompt"), ("tg", "generation")):
+        r = pooled.loc[test, "ratio"]
+        if r.excludes(1.0):  # inside the margin or not, a difference these rounds do separate
+            way = intervals.comparison(r)
+            text += (f" Pooled {what} speed is separated from 1: the synthetic files are {way} than the real ones by "
+                     f"about {100 * abs(r.median - 1):.0f} % on average.")  # fmt: skip
+    if v.holds_pooled and (v.pair_rows["verdict"] != AGREES).any():
+        text += (f" So on average over the pairs the claim is decided within the margin; whether one pair alone "
+                 f"differs by more than {100 * v.margin:g} % stays open at this noise (more rounds, VALIDATE_ROUNDS, "
+                 f"narrow each pair's interval).")  # fmt: skip
+    return text

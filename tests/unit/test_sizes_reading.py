@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -161,6 +162,55 @@ def test_the_checks_verdict_and_sentence_follow_its_numbers() -> None:
     text = sizes.validation_sentence(noisy)
     assert text.startswith("Not decided on this run: 1 of 2 speed ratios lies inside 1 ± 10 % with its interval")
     assert "together ×0.80 to ×1.20" in text
+
+
+def _validation_of(tg: dict[str, list[float]]) -> sizes.Validation:
+    """A check of several pairs (one per type named) on made-up rounds: prompt equal, generation at
+    each pair's ``tg`` ratios, memory equal."""
+    from localllms.selection.measure import MemoryMeasurement
+
+    f = _file("synth:smollm2-135m:Q4_K_M", 100_000_000).resolved
+    pairs = [sizes.Pair("smollm2-135m-instruct", "smollm2-135m", q, f, f) for q in tg]
+    values: dict[str, dict[str, list[float]]] = {}
+    for p, ratios in zip(pairs, tg.values(), strict=True):
+        values[p.real_label] = {"pp": [100.0] * len(ratios), "tg": [100.0] * len(ratios)}
+        values[p.synthetic_label] = {"pp": [100.0] * len(ratios), "tg": [100.0 * x for x in ratios]}
+    memory = {label: MemoryMeasurement("m", 4096, 1, True, 250 * 2**20, 0, 0, 0) for label in values}
+    return sizes.Validation(pairs, _rounds(values), memory, 4096, sizes.RSS_TOLERANCE, 512, 128)
+
+
+def test_pairs_too_noisy_alone_are_decided_together() -> None:
+    # four pairs, each moving ±15 % from round to round around 1: none decided alone (ten
+    # comparisons: the lowest to the highest of eight rounds), all 32 ratios together inside ±10 %
+    noisy = [1.0, 0.85, 1.15, 0.97, 1.03, 0.9, 1.1, 1.0]
+    check = _validation_of({q: noisy[i:] + noisy[:i] for i, q in enumerate(("A", "B", "C", "D"))})
+    assert sizes.n_comparisons(4, False) == 10 and len(check.speed_rows) == 10
+    tg = check.speed_rows[check.speed_rows["test"] == "tg"].set_index("file")["verdict"]
+    assert (tg.drop(sizes.POOLED) == sizes.UNDECIDED).all() and tg[sizes.POOLED] == sizes.AGREES
+    assert check.outcome == sizes.UNDECIDED and check.holds_pooled and not check.holds
+    text = sizes.validation_sentence(check)
+    assert text.startswith("Pair by pair, not decided on this run: 4 of 8 speed ratios lie inside")
+    assert "All 4 pairs together" in text and "So on average over the pairs the claim is decided" in text
+    assert sizes.POOLED in sizes.validation_table(check).index.get_level_values("model")
+
+    # the same noise around 0.8: every pair alone still crosses the margin, together they differ
+    slow = _validation_of({q: [0.8 * x for x in noisy[i:] + noisy[:i]] for i, q in enumerate(("A", "B", "C", "D"))})
+    assert slow.outcome == sizes.DIFFERS and not slow.holds_pooled
+    text = sizes.validation_sentence(slow)
+    assert "prompt inside 1 ± 10 %, generation wholly outside 1 ± 10 %" in text
+    assert (
+        "Pooled generation speed is separated from 1: the synthetic files are slower than the real ones by about 20 %"
+        in text
+    )
+    assert "Pooled prompt speed" not in text
+
+
+def test_round_spread_is_the_deviation_of_the_log_ratio_median_over_pairs() -> None:
+    a, b, c = [1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 1.0], [1.0, 1.2, 0.8, 1.0, 1.0, 1.0, 1.0, 1.0], [1.0] * 8
+    check = _validation_of({"A": a, "B": b, "C": c})
+    spread = sizes.round_spread(check.speed, check.labels, "tg")
+    assert spread == pytest.approx(np.std(np.log(a), ddof=1))  # the middle of the three pairs' deviations
+    assert sizes.round_spread(check.speed, check.labels, "pp") == 0.0
 
 
 @pytest.mark.parametrize(
