@@ -66,10 +66,12 @@ def test_the_check_runs_on_a_real_pair(build: BuildInfo) -> None:
     table = sizes.validation_table(v)
     assert table.loc[("smollm2-135m-instruct", "Q8_0"), "generation: within ±10 %"] == "no interval"  # one round
     assert ("smollm2-135m-instruct", "Q8_0, 64 tokens in the context") in table.index  # the filled-context run
-    assert set(v.speed_rows["file"]) == {"smollm2-135m Q8_0", "smollm2-135m Q8_0 @ 64"}
-    assert v.outcome == sizes.UNDECIDED and not v.holds  # one round decides nothing
-    assert sizes.validation_sentence(v).startswith("Not decided: 1 rounds are too few")
-    assert "4 speed comparisons" in v.describe() and "need 7" in v.describe()
+    assert set(v.pair_rows["file"]) == {"smollm2-135m Q8_0", "smollm2-135m Q8_0 @ 64"}
+    assert set(v.pooled_rows["file"]) == {sizes.POOLED}  # the pair and its filled context, pooled
+    assert v.outcome == sizes.UNDECIDED and not v.holds and not v.holds_pooled  # one round decides nothing
+    assert sizes.validation_sentence(v).startswith("Not decided: 1 rounds are too few for intervals that hold "
+                                                   "together over 6 comparisons")  # fmt: skip
+    assert "6 speed comparisons" in v.describe() and "need 7" in v.describe()
 
 
 def test_a_synthetic_spec_gets_speed_rows_only(build: BuildInfo, tmp_path: Path) -> None:

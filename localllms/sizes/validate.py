@@ -408,7 +408,7 @@ def validation_sentence(v: Validation) -> str:
     agree = speed[speed["verdict"] == AGREES]
     if (speed["verdict"] == NO_INTERVAL).all():
         return (f"Not decided: {v.speed.n_rounds} rounds are too few for intervals that hold together over "
-                f"{m} comparisons (see above), so no pair can be said to agree or to differ. {mem}")  # fmt: skip
+                f"{len(v.speed_rows)} comparisons (see above), so no pair can be said to agree or to differ. {mem}")  # fmt: skip
     decided = [r for r in speed["ratio"] if r.has_interval]
     lo, hi = min(r.lo for r in decided), max(r.hi for r in decided)  # the span of every interval together
     if v.outcome == AGREES:
