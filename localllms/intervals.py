@@ -108,11 +108,17 @@ def estimate(values: Sequence[float], level: float = LEVEL) -> Estimate:
     return Estimate(median, xs[lo - 1], xs[hi - 1], n, coverage)
 
 
-def paired_ratio(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Estimate:
-    """A over B round by round (``a[i]`` and ``b[i]`` measured in the same round), as an Estimate."""
+def paired_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """A over B round by round (``a[i]`` and ``b[i]`` measured in the same round), leaving out a
+    round where either was not run (NaN) or B is zero."""
     if len(a) != len(b):
         raise ValueError(f"paired values need the same rounds: {len(a)} against {len(b)}")
-    return estimate([x / y for x, y in zip(a, b, strict=True) if y and x == x and y == y], level)
+    return [x / y for x, y in zip(a, b, strict=True) if y and x == x and y == y]
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Estimate:
+    """A over B round by round, as an Estimate (median and interval over the rounds)."""
+    return estimate(paired_ratios(a, b), level)
 
 
 def comparison(ratio: Estimate, faster: str = "faster", slower: str = "slower") -> str:

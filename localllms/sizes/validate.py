@@ -197,8 +197,8 @@ def speed_agreement(
 
 
 def _ratios(speed: rounds.Rounds, a: str, b: str, test: str) -> list[float]:
-    """A over B in each round where both ran (as ``intervals.paired_ratio`` pairs them)."""
-    return [x / y for x, y in zip(speed.values(a, test), speed.values(b, test), strict=True) if y and x == x and y == y]
+    """A over B in each round where both ran."""
+    return intervals.paired_ratios(speed.values(a, test), speed.values(b, test))
 
 
 def round_spread(speed: rounds.Rounds, pairs: Sequence[tuple[str, str, str]], test: str) -> float:
