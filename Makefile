@@ -35,9 +35,8 @@ $(VENV)/.deps: requirements.txt requirements-models.txt pyproject.toml
 
 setup: $(VENV)/.deps
 	@bash scripts/system-deps.sh
-	@echo "==> llama.cpp: building (or reusing the cached build)"
-	$(PY) -m localllms build
-	@echo "==> llama-server's web UI: building it with npm (or reusing the cached one)"
+	@echo "==> llama.cpp and llama-server's web UI: compiling the one and building the other with npm beside it (or reusing the cached ones)"
+	$(PY) -m localllms build --with-ui
 	$(PY) -m localllms build-ui
 
 # ---------------------------------------------------------------- book
