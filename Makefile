@@ -35,8 +35,9 @@ $(VENV)/.deps: requirements.txt requirements-models.txt pyproject.toml
 
 setup: $(VENV)/.deps
 	@bash scripts/system-deps.sh
-	@echo "==> llama.cpp and llama-server's web UI: compiling the one and building the other with npm beside it (or reusing the cached ones)"
-	$(PY) -m localllms build --with-ui
+	@echo "==> llama.cpp: building (or reusing the cached build)"
+	$(PY) -m localllms build
+	@echo "==> llama-server's web UI: building it with npm (or reusing the cached one)"
 	$(PY) -m localllms build-ui
 
 # ---------------------------------------------------------------- book

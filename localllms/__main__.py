@@ -39,34 +39,8 @@ def _emit(data: dict, as_json: bool) -> None:
 def cmd_build(args: argparse.Namespace) -> None:
     from .build import build
 
-    info = _build_with_ui(args.force) if args.with_ui else build(force=args.force)
+    info = build(force=args.force)
     _emit(asdict(info), args.json)
-
-
-def _build_with_ui(force: bool):
-    """The compile and the web UI's npm build side by side. They need only the source tree, and
-    npm spends its first part waiting on the registry and bundles mostly on one core, so beside
-    the compile it costs less than after it. A failed UI build is reported after the compile,
-    which is kept."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from . import progress
-    from .build import build, embeds_ui, source_commit
-    from .serve import webui
-
-    commit, tree = source_commit()
-    if embeds_ui() or webui.ui_built(commit):
-        return build(force=force)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="web-ui")
-    ui = pool.submit(webui.build_ui_from_source, commit, tree, beside=" beside the compile")
-    try:
-        info = build(force=force)
-        if not ui.done():
-            progress.note("==> web UI: the compile is done; waiting for npm to finish")
-        ui.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    return info
 
 
 def cmd_build_ui(args: argparse.Namespace) -> None:
@@ -285,8 +259,6 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("build", help="compile llama.cpp (cached) and print its identity")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
-    p.add_argument("--with-ui", action="store_true",
-                   help="build llama-server's web UI with npm beside the compile (what `make setup` does)")  # fmt: skip
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser(

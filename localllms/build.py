@@ -476,19 +476,6 @@ def llama_cpp_source(build: BuildInfo | None = None) -> Path:
     return _sdist_source(version) / "vendor" / "llama.cpp"
 
 
-def source_commit() -> tuple[str, Path]:
-    """The llama.cpp commit the installed binding vendors and its source tree (downloaded once),
-    known before anything is compiled."""
-    version = binding_version()
-    tree = _sdist_source(version)
-    return vendored_commit(tree, version), tree / "vendor" / "llama.cpp"
-
-
-def embeds_ui() -> bool:
-    """Whether the reader's own flags compile the web UI into llama-server (then npm is not needed)."""
-    return "-DLLAMA_BUILD_UI=ON" in extra_cmake_flags()
-
-
 def load_build_info(path: Path) -> BuildInfo:
     return BuildInfo(**json.loads(Path(path).read_text()))
 

@@ -281,38 +281,17 @@ def test_setup_builds_the_web_ui_the_chapter_serves(build: BuildInfo) -> None:
         assert (Path(out["ui"]) / "index.html").exists() and Path(out["ui"]) == serve.build_ui(build)
 
 
-def _cache_with_the_build(tmp_path: Path) -> dict:
-    """An environment whose cache holds this machine's llama.cpp build and source (linked) and
-    nothing else, so the web UI is not built there yet; notes go to stderr."""
+def test_a_web_ui_that_cannot_be_built_is_one_sentence(build: BuildInfo, tmp_path: Path) -> None:
+    """Without npm, `make setup`'s `build-ui` says so in one sentence (a cache holding this machine's
+    build and source, linked, and no web UI yet)."""
     cache = tmp_path / "cache"
     cache.mkdir()
     for name in ("llama.cpp", "src"):
         (cache / name).symlink_to(cache_dir(name))
     env = {k: v for k, v in os.environ.items() if k != "LOCALLLMS_PROGRESS"}
-    return env | {"LOCALLLMS_CACHE": str(cache)}
-
-
-@pytest.mark.slow  # npm ci and the bundler: about a minute and a half
-def test_setup_builds_the_web_ui_beside_the_compile(build: BuildInfo, tmp_path: Path) -> None:
-    """`make setup` runs `build --with-ui`: npm builds the UI in a thread while build() runs (here it
-    finds the build cached), into the cache it was given; a second run finds both and runs no npm."""
-    env = _cache_with_the_build(tmp_path)
-    cmd = [sys.executable, "-m", "localllms", "--json", "build", "--with-ui"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout)["key"] == build.key
-    assert "building llama.cpp's tools/ui with npm beside the compile" in proc.stderr
-    dist = Path(env["LOCALLLMS_CACHE"]) / "ui" / build.llama_cpp_commit / "dist"
-    assert (dist / "index.html").exists() and not dist.with_name("dist.partial").exists()
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and "web UI" not in again.stderr, again.stderr[-2000:]
-
-
-def test_a_web_ui_that_cannot_be_built_is_one_sentence(build: BuildInfo, tmp_path: Path) -> None:
-    """Without npm the UI thread's error reaches the terminal as the command's one sentence."""
-    env = _cache_with_the_build(tmp_path) | {"PATH": str(tmp_path), "CC": shutil.which("cc") or "cc"}
+    env |= {"LOCALLLMS_CACHE": str(cache), "PATH": str(tmp_path), "CC": shutil.which("cc") or "cc"}
     proc = subprocess.run(
-        [sys.executable, "-m", "localllms", "build", "--with-ui"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "localllms", "build-ui"], env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (

@@ -2,8 +2,7 @@
 
 * ``ui_embedded``: whether this build compiled the web UI into llama-server.
 * ``build_ui``: otherwise build the UI from the llama.cpp sources with npm (cached by commit),
-  to serve it with ``llama-server --path``; ``build_ui_from_source`` does it before the compile
-  has finished (``make setup`` runs the two side by side).
+  to serve it with ``llama-server --path``.
 * ``chromium_screenshot``: headless Chromium driven over the DevTools protocol (``_Cdp``), so the
   picture is taken once the single-page UI has rendered, optionally after typing a question.
 * ``screenshot``: all of it for the book's figure, with the server's answer on the page.
@@ -73,30 +72,17 @@ def build_ui(build: BuildInfo | None = None, timeout: float = 1200) -> Path:
     served with ``llama-server --path`` instead of being compiled in, so the cached build stays valid.
     """
     build = build or current_build()
-    return build_ui_from_source(build.llama_cpp_commit, llama_cpp_source(build), timeout)
-
-
-def ui_built(commit: str) -> bool:
-    """Whether the web UI of this llama.cpp commit is built in the cache already."""
-    return (cache_dir("ui", commit) / "dist" / "index.html").exists()
-
-
-def build_ui_from_source(commit: str, llama_src: Path, timeout: float = 1200, beside: str = "") -> Path:
-    """:func:`build_ui` from the source tree alone: it needs no compiled llama.cpp, so ``make setup``
-    runs it beside the compile (``beside`` says so in the one line it prints)."""
-    root = cache_dir("ui", commit)
+    root = cache_dir("ui", build.llama_cpp_commit)
     dist = root / "dist"
-    if ui_built(commit):
+    if (dist / "index.html").exists():
         return dist
-    progress.note(
-        f"==> web UI: building llama.cpp's tools/ui with npm{beside} (once per llama.cpp commit, about 1.5 minutes)"
-    )
+    progress.note("==> web UI: building llama.cpp's tools/ui with npm (once per llama.cpp commit, about 1.5 minutes)")
     partial = root / "dist.partial"  # renamed when complete: an interrupted build is never served
     shutil.rmtree(partial, ignore_errors=True)
     npm = shutil.which("npm")
     if not npm:
         raise UserError("npm is not installed, so the web UI cannot be built; install Node.js 20+ with npm and rerun.")
-    ui_src = llama_src / "tools" / "ui"
+    ui_src = llama_cpp_source(build) / "tools" / "ui"
     if not (ui_src / "package.json").exists():
         raise UserError(f"{ui_src} has no package.json; this llama.cpp tree has no web UI sources to build.")
     work = root / "src"
@@ -107,7 +93,7 @@ def build_ui_from_source(commit: str, llama_src: Path, timeout: float = 1200, be
         **os.environ,
         "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1",  # test-only dependency; no browser download
         "LLAMA_UI_OUT_DIR": str(partial),
-        "LLAMA_BUILD_NUMBER": commit,
+        "LLAMA_BUILD_NUMBER": build.llama_cpp_commit,
     }
     steps = [] if (work / "node_modules" / ".package-lock.json").exists() else [[npm, "ci", "--no-audit", "--no-fund"]]
     steps.append([npm, "run", "build"])
