@@ -16,23 +16,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from localllms import bandwidth, corpus, defaults, evaluate, provenance
+from localllms import bandwidth, corpus, defaults, evaluate, gguf_file, provenance
 from localllms.build import current_build, use_build_for_binding
 from localllms.models import resolve
 from localllms.paths import OUTPUT_RESULTS_DIR, PROJECT_ROOT, RESULTS_DIR, cache_dir, write_atomic
 from localllms.quantize import make_reference, quantize
+from localllms.selection.published import load_published, tensors
 from localllms.study.crosscheck import run_llama_perplexity_many
 
 ROWS: list[dict] = []
@@ -65,10 +68,12 @@ def empty_cache(*parts: str):
 def evaluator_speed(ref, variants, prompts, threads: int, build, rounds: int = 3) -> int:
     """1. The default study's whole quality pass (reference and every variant), ours against
     llama-perplexity doing the same with its base file, and against llama-bench's prompt processing
-    (``-p 512 -n 0``, the same threads) on the same files: the speed of decoding every token, the
-    ceiling of an evaluator that needs every position's logits. The three run interleaved, in
-    ``rounds`` rounds (the order turned each round); each ratio is the median of the per-round
-    ratios, with every round's figures in the JSON. Returns the tool's base-file size."""
+    (``-p 512 -n 0``, the same threads) on the same files, which asks for the last position's logits
+    only. Beside them, the evaluator's own decodes twice with nothing computed on the logits: asking
+    for every scored position's logits (the ceiling of this evaluator), and for each stream's last
+    position only (as pp512 does: what the output layer's rows cost is the difference). All run
+    interleaved, in ``rounds`` rounds (the order turned each round); each ratio is the median of the
+    per-round ratios, with every round's figures in the JSON. Returns the tool's base-file size."""
     from localllms.llama_bench import llama_bench
 
     text = "\n".join(p.replace("\n", " ") for p in prompts) + "\n"
@@ -76,7 +81,7 @@ def evaluator_speed(ref, variants, prompts, threads: int, build, rounds: int = 3
     n_var = len(variants)
     token_lists, n_vocab = evaluate.tokenize(ref, prompts, build)
     decoded_ours = len(files) * sum(len(t) for t in token_lists)
-    runs: dict[str, list] = {"ours_s": [], "tool_s": [], "pp512": [], "decode_s": []}
+    runs: dict[str, list] = {"ours_s": [], "tool_s": [], "pp512": [], "decode_s": [], "last_s": []}
 
     def ours() -> None:
         nonlocal scored_ours
@@ -100,26 +105,32 @@ def evaluator_speed(ref, variants, prompts, threads: int, build, rounds: int = 3
         decode_only(files, token_lists, n_vocab, threads, build)
         runs["decode_s"].append(time.perf_counter() - started)
 
+    def last_rows() -> None:  # the same decodes, each stream asking for its last position's logits only
+        started = time.perf_counter()
+        decode_only(files, token_lists, n_vocab, threads, build, _LastRowsOnly)
+        runs["last_s"].append(time.perf_counter() - started)
+
     def pp512() -> None:  # tokens/s of each file; the files together as the evaluator decodes them
         tps = [llama_bench(m, threads, 3, 512, 0, build, use_cache=False).pp_tps for m in files]
         runs["pp512"].append(len(tps) / sum(1 / t for t in tps))
 
     scored_ours, tool_result = 0, None
-    steps = [ours, tool, ceiling, pp512]
+    steps = [ours, tool, ceiling, last_rows, pp512]
     for k in range(rounds):
         for step in steps if k % 2 == 0 else steps[::-1]:
             step()
         print(f"   round {k + 1}: ours {runs['ours_s'][-1]:.0f} s, llama-perplexity {runs['tool_s'][-1]:.0f} s, "
-              f"decodes alone {runs['decode_s'][-1]:.0f} s, llama-bench pp512 {runs['pp512'][-1]:.0f} tok/s",
+              f"decodes alone {runs['decode_s'][-1]:.0f} s (last rows only {runs['last_s'][-1]:.0f} s), "
+              f"llama-bench pp512 {runs['pp512'][-1]:.0f} tok/s",
               flush=True)  # fmt: skip
     ours_s, tool_s = np.array(runs["ours_s"]), np.array(runs["tool_s"])
-    pp, decode_s = np.array(runs["pp512"]), np.array(runs["decode_s"])
+    pp, decode_s, last_s = np.array(runs["pp512"]), np.array(runs["decode_s"]), np.array(runs["last_s"])
     chunks = tool_result[0].n_chunks
     scored_tool, decoded_tool = n_var * chunks * (512 - 1 - 256), len(files) * chunks * 512
     med = float(np.median(ours_s))
     per_round = {"ours_seconds": [round(x, 1) for x in ours_s], "tool_seconds": [round(x, 1) for x in tool_s],
                  "pp512_tps": [round(x, 1) for x in pp], "decode_only_seconds": [round(x, 1) for x in decode_s],
-                 "rounds": rounds}  # fmt: skip
+                 "last_rows_only_seconds": [round(x, 1) for x in last_s], "rounds": rounds}  # fmt: skip
     ratio("1. evaluator speed (scored tokens/s)", float(np.median(scored_ours / ours_s / (scored_tool / tool_s))), 1.0,
           f"median over {rounds} rounds: ours {scored_ours / med:.0f} / llama-perplexity "
           f"{scored_tool / np.median(tool_s):.0f} scored tok/s", ">= 1.2", ours_scored=scored_ours,
@@ -142,16 +153,66 @@ def evaluator_speed(ref, variants, prompts, threads: int, build, rounds: int = 3
     ratio("1f. evaluator vs its own decodes alone (tokens/s)", float(np.median(decode_s / ours_s)), 1.0,
           f"ours {decoded_ours / med:.0f} / decodes alone {decoded_ours / np.median(decode_s):.0f} decoded tok/s",
           ">= 0.9")  # fmt: skip
+    # Where 1e's gap to pp512 goes: the same decodes asking for each stream's last row only (as pp512
+    # does) leave out the output layer's rows and nothing else; the arithmetic beside it is the output
+    # matrix's share of a token's weight multiply-adds, read from the file's tensor shapes.
+    ratio("1g. the same decodes, last row of each stream only, vs llama-bench pp512 (tokens/s)",
+          float(np.median(decoded_ours / last_s / pp)), 1.0,
+          f"last rows only {decoded_ours / np.median(last_s):.0f} tok/s / llama-bench pp512 {np.median(pp):.0f} tok/s",
+          "(printed: the decodes' batches and padding against pp512's)")  # fmt: skip
+    head, body = output_layer_share([(t.name, t.shape) for t in gguf_file.read(ref.path).tensors])
+    ceilings = published_ceilings()
+    ratio("1h. every position's logits vs the last row only (tokens/s)", float(np.median(last_s / decode_s)), 1.0,
+          f"decodes alone {decoded_ours / np.median(decode_s):.0f} / last rows only "
+          f"{decoded_ours / np.median(last_s):.0f} tok/s; the output matrix is {head / (head + body):.1%} of a "
+          f"token's weight multiply-adds ({head / 1e6:.1f} M of {(head + body) / 1e6:.1f} M), so by arithmetic "
+          f"{body / (head + body):.3f}", "(printed: the output layer's cost)", output_matrix_weights=head,
+          block_weights=body, arithmetic_ceiling=round(body / (head + body), 3),
+          published_arithmetic_ceilings=ceilings)  # fmt: skip
+    print("   the same arithmetic for the published architectures (data/reference/open_model_architectures.csv): "
+          + ", ".join(f"{name} {c:.3f}" for name, c in ceilings.items()), flush=True)  # fmt: skip
     return tool_result[0].base_logits_bytes
 
 
-def decode_only(files, token_lists, n_vocab: int, threads: int, build) -> None:
+class _LastRowsOnly(evaluate.LogitsModel):
+    """A measurement-only model: each decode as the evaluator makes it (same tokens, streams and
+    batch), asking for the logits of each stream's last position only, as llama-bench's pp512 does."""
+
+    def _decode(self, n_tokens: int, n_rows: int, what: str) -> np.ndarray:
+        seq = self._seq[:n_tokens]
+        ends = np.flatnonzero(np.r_[seq[1:] != seq[:-1], True])
+        self._want[:n_tokens] = 0
+        self._want[ends] = 1
+        return super()._decode(n_tokens, len(ends), what)
+
+
+def output_layer_share(shapes: Sequence[tuple[str, tuple[int, ...]]]) -> tuple[int, int]:
+    """Weights of the output matrix (the token embedding when it is tied) and of the blocks' matrices,
+    from a model's tensor names and shapes: per token, a decode multiplies by each once (the
+    embedding lookup is not a product; attention's own products, small at these lengths, are left out)."""
+    mats = {name: math.prod(shape) for name, shape in shapes if len(shape) >= 2}
+    head = mats.get("output.weight", mats["token_embd.weight"])
+    return head, sum(n for name, n in mats.items() if name not in ("output.weight", "token_embd.weight"))
+
+
+def published_ceilings() -> dict[str, float]:
+    """The same arithmetic for each model of the published-architectures table (the shapes
+    llama.cpp's converter writes for it): the share of a token's products left when the output
+    layer runs at every position."""
+    out = {}
+    for hp in load_published():
+        head, body = output_layer_share(tensors(hp))
+        out[hp.model] = round(body / (head + body), 3)
+    return out
+
+
+def decode_only(files, token_lists, n_vocab: int, threads: int, build, model_class=evaluate.LogitsModel) -> None:
     """Every decode :func:`evaluate.evaluate_prompts` makes for these files and prompts (the same
     windows, streams and rows asked for: ``evaluate.decode_layout``), with nothing computed on the logits."""
     lengths = [len(t) for t in token_lists]
     by_four = evaluate.shares_by_four({m.path for m in files}, build)
     layout = evaluate.decode_layout(lengths, range(len(lengths)), n_vocab, by_four)
-    models = [evaluate.LogitsModel(m, layout.stream, threads, build, "f16", layout.n_seq, layout.n_ctx) for m in files]
+    models = [model_class(m, layout.stream, threads, build, "f16", layout.n_seq, layout.n_ctx) for m in files]
     try:
         for window in layout.windows:
             for lm in models:
