@@ -7,7 +7,9 @@ data/results/bench.json, the run the issue notes report (a run of some items rep
 their rows, starting from the committed file, and the file keeps the run each row came from). A
 benchmark, not a test: a missed target is reported, not failed on. Run it on a quiet machine.
 
-    .venv/bin/python scripts/bench.py                      # every item (about 30 minutes)
+    .venv/bin/python scripts/bench.py                      # every item (over an hour: the evaluator item
+                                                          # took 1,697 s on 2026-12-07, the rebuild item
+                                                          # builds every notebook cold, about 2,000 s)
     .venv/bin/python scripts/bench.py --items roofline --runs 3
     items: evaluator, roofline, storage, rebuild, variant, setup
 """
