@@ -11,7 +11,7 @@ benchmark, not a test: a missed target is reported, not failed on. Run it on a q
                                                           # took 1,697 s on 2026-12-07, the rebuild item
                                                           # builds every notebook cold, about 2,000 s)
     .venv/bin/python scripts/bench.py --items roofline --runs 3
-    items: evaluator, roofline, storage, rebuild, variant, setup
+    items: evaluator, roofline, storage, rebuild, variant, setup, logits
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from localllms.selection.published import load_published, tensors
 from localllms.study.crosscheck import run_llama_perplexity_many
 
 ROWS: list[dict] = []
-ITEMS = ("evaluator", "roofline", "storage", "rebuild", "variant", "setup")  # rows "1." ... "6.", in this order
+# rows "1." ... "7.", in this order
+ITEMS = ("evaluator", "roofline", "storage", "rebuild", "variant", "setup", "logits")
 
 
 def ratio(name: str, num: float, den: float, what: str, target: str, **measured: object) -> float:
@@ -206,6 +207,91 @@ def published_ceilings() -> dict[str, float]:
         head, body = output_layer_share(tensors(hp))
         out[hp.model] = round(body / (head + body), 3)
     return out
+
+
+# Row 1h's ceiling at other shapes: the catalog's two models and, up to 7B, the sizes chapter's synthetic
+# files (speed only: no logit is read, so random weights serve as well as real ones), all Q4_K_M.
+LOGITS_SHAPES = ("synth:smollm2-135m:Q4_K_M", "synth:gemma-3-270m:Q4_K_M", "synth:qwen2.5-0.5b:Q4_K_M",
+                 "synth:llama-3.2-1b:Q4_K_M", "synth:qwen2.5-7b:Q4_K_M")  # fmt: skip
+
+
+class OneDecode:
+    """One sequence of ``n`` tokens decoded in one micro-batch, as llama-bench's pp512 decodes it
+    (a fresh context each time, the same threads and flash attention as the evaluator), asking for
+    every position's logits or for the last position's only. Speed only: the token ids are a fixed
+    spread over the vocabulary and no logit is read."""
+
+    def __init__(self, model, n: int, threads: int) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self._lc, self.n = llama_cpp, n
+        self._model = evaluate._load(model.path)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = params.n_batch = params.n_ubatch = n
+        params.n_threads = params.n_threads_batch = threads
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        self._ctx = _internals.LlamaContext(model=self._model, params=params, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=n, embd=0, n_seq_max=1, verbose=False)
+        b, n_vocab = self._batch.batch, llama_cpp.llama_vocab_n_tokens(self._model.vocab)
+        for i in range(n):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0] = (i * 7919 + 13) % n_vocab, i, 1, 0
+        b.n_tokens = n
+        self.seconds(every_row=False)  # a warm-up decode, as llama-bench makes one
+
+    def seconds(self, every_row: bool) -> float:
+        lc, ctx, b = self._lc, self._ctx.ctx, self._batch.batch
+        for i in range(self.n):
+            b.logits[i] = every_row or i == self.n - 1
+        lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        started = time.perf_counter()
+        if lc.llama_decode(ctx, b) != 0:
+            raise RuntimeError("llama_decode failed")
+        lc.llama_synchronize(ctx)
+        return time.perf_counter() - started
+
+    def has_row(self, i: int) -> bool:
+        """Whether the last decode computed position ``i``'s logits."""
+        return bool(self._lc.llama_get_logits_ith(self._ctx.ctx, i))
+
+    def close(self) -> None:
+        self._batch.close()
+        self._ctx.close()
+        self._model.close()
+
+
+def logits_cost(threads: int, build, rounds: int = 3) -> None:
+    """7. What asking for every position's logits costs a decode, at several model shapes: one
+    512-token decode asking for every row against the same asking for the last row only, and
+    llama-bench's pp512 on the file, interleaved in ``rounds`` rounds; beside each ratio, the
+    arithmetic of row 1h (the output matrix's share of a token's weight multiply-adds)."""
+    from localllms.llama_bench import llama_bench
+
+    files = [resolve(spec) for spec in LOGITS_SHAPES]
+    runs = {m.spec: {"every_s": [], "last_s": [], "pp512": []} for m in files}
+    for k in range(rounds):
+        for m in files if k % 2 == 0 else files[::-1]:
+            r, one = runs[m.spec], OneDecode(m, 512, threads)
+            try:
+                for every in (True, False) if k % 2 == 0 else (False, True):
+                    r["every_s" if every else "last_s"].append(one.seconds(every))
+            finally:
+                one.close()
+            r["pp512"].append(llama_bench(m, threads, 1, 512, 0, build, use_cache=False).pp_tps)
+        print(f"   round {k + 1}: " + ", ".join(f"{m.spec.split(':')[1]} {runs[m.spec]['every_s'][-1]:.2f} / "
+              f"{runs[m.spec]['last_s'][-1]:.2f} s" for m in files), flush=True)  # fmt: skip
+    for m in files:
+        r = runs[m.spec]
+        every, last, pp = np.array(r["every_s"]), np.array(r["last_s"]), np.array(r["pp512"])
+        head, body = output_layer_share([(t.name, t.shape) for t in gguf_file.read(m.path).tensors])
+        ratio(f"7. every position's logits vs the last row only, {m.spec}", float(np.median(last / every)), 1.0,
+              f"512 tokens in {np.median(every):.2f} s / {np.median(last):.2f} s; by arithmetic "
+              f"{body / (head + body):.3f} (output matrix {head / 1e6:.1f} M of {(head + body) / 1e6:.1f} M); "
+              f"last row only at {np.median(512 / last / pp):.2f}x llama-bench pp512 ({np.median(pp):.1f} tok/s)",
+              "(printed: at or above 0.9 only where the output layer is a tenth of the products or less)",
+              every_row_seconds=[round(x, 3) for x in every], last_row_seconds=[round(x, 3) for x in last],
+              pp512_tps=[round(x, 2) for x in pp], arithmetic_ceiling=round(body / (head + body), 3),
+              output_matrix_weights=head, block_weights=body)  # fmt: skip
 
 
 def decode_only(files, token_lists, n_vocab: int, threads: int, build, model_class=evaluate.LogitsModel) -> None:
@@ -426,6 +512,8 @@ def main() -> int:
         one_more_variant(ref, prompts[:20], threads, build)
     if "setup" in items:
         setup_cost(build)
+    if "logits" in items:
+        logits_cost(threads, build)
     run = {
         "provenance": provenance.record(build, model, threads),
         "load_average_at_start": load_at_start,

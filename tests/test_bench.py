@@ -57,3 +57,14 @@ def test_last_rows_only_returns_each_streams_last_position_as_alone(bench, refer
     finally:
         last.close()
         alone.close()
+
+
+def test_one_decode_asks_for_every_rows_logits_or_the_last_only(bench, smollm2, build) -> None:
+    one = bench.OneDecode(smollm2, 64, 2)
+    try:
+        assert one.seconds(every_row=True) > 0
+        assert one.has_row(0) and one.has_row(31) and one.has_row(63)
+        one.seconds(every_row=False)
+        assert not one.has_row(0) and not one.has_row(31) and one.has_row(63)
+    finally:
+        one.close()
