@@ -157,13 +157,14 @@ def evaluator_speed(ref, variants, prompts, threads: int, build, rounds: int = 3
           f"ours {decoded_ours / med:.0f} / decodes alone {decoded_ours / np.median(decode_s):.0f} decoded tok/s",
           ">= 0.9")  # fmt: skip
     # Where 1e's gap to pp512 goes: the same decodes asking for each stream's last row only (as pp512
-    # does) leave out the output layer's rows and nothing else; the arithmetic beside it is the output
-    # matrix's share of a token's weight multiply-adds, read from the file's tensor shapes.
+    # does) leave out the output layer's rows (and the last block's feed-forward on them: llama.cpp
+    # runs it on the rows asked for only); the arithmetic beside it is the output matrix's share of a
+    # token's weight multiply-adds, read from the file's tensor shapes.
     ratio("1g. the same decodes, last row of each stream only, vs llama-bench pp512 (tokens/s)",
           float(np.median(decoded_ours / last_s / pp)), 1.0,
           f"last rows only {decoded_ours / np.median(last_s):.0f} tok/s / llama-bench pp512 {np.median(pp):.0f} tok/s",
           "(printed: the decodes' batches and padding against pp512's)")  # fmt: skip
-    head, body = output_layer_share([(t.name, t.shape) for t in gguf_file.read(ref.path).tensors])
+    head, body = file_output_layer_share(ref.path)
     ceilings = published_ceilings()
     ratio("1h. every position's logits vs the last row only (tokens/s)", float(np.median(last_s / decode_s)), 1.0,
           f"decodes alone {decoded_ours / np.median(decode_s):.0f} / last rows only "
@@ -196,6 +197,11 @@ def output_layer_share(shapes: Sequence[tuple[str, tuple[int, ...]]]) -> tuple[i
     mats = {name: math.prod(shape) for name, shape in shapes if len(shape) >= 2}
     head = mats.get("output.weight", mats["token_embd.weight"])
     return head, sum(n for name, n in mats.items() if name not in ("output.weight", "token_embd.weight"))
+
+
+def file_output_layer_share(path: Path) -> tuple[int, int]:
+    """:func:`output_layer_share` of a GGUF file, from its tensor table."""
+    return output_layer_share([(t.name, t.shape) for t in gguf_file.read(path).tensors])
 
 
 def published_ceilings() -> dict[str, float]:
@@ -283,7 +289,7 @@ def logits_cost(threads: int, build, rounds: int = 3) -> None:
     for m in files:
         r = runs[m.spec]
         every, last, pp = np.array(r["every_s"]), np.array(r["last_s"]), np.array(r["pp512"])
-        head, body = output_layer_share([(t.name, t.shape) for t in gguf_file.read(m.path).tensors])
+        head, body = file_output_layer_share(m.path)
         ratio(f"7. every position's logits vs the last row only, {m.spec}", float(np.median(last / every)), 1.0,
               f"512 tokens in {np.median(every):.2f} s / {np.median(last):.2f} s; by arithmetic "
               f"{body / (head + body):.3f} (output matrix {head / 1e6:.1f} M of {(head + body) / 1e6:.1f} M); "

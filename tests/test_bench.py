@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from localllms import evaluate, gguf_file
+from localllms import evaluate
 from localllms.corpus import build_prompts
 from localllms.selection.published import load_published, tensors
 
@@ -29,7 +29,7 @@ def test_the_output_layer_arithmetic_reads_the_same_from_the_file_and_the_publis
 ) -> None:
     m = request.getfixturevalue(model)
     published = next(hp for hp in load_published() if hp.catalog == m.spec)
-    from_file = bench.output_layer_share([(t.name, t.shape) for t in gguf_file.read(m.path).tensors])
+    from_file = bench.file_output_layer_share(m.path)
     assert from_file == bench.output_layer_share(tensors(published))
     head, body = from_file
     assert head == published.vocab * published.embedding  # tied: the token embedding is the output matrix
