@@ -193,7 +193,8 @@ class _LastRowsOnly(evaluate.LogitsModel):
 def output_layer_share(shapes: Sequence[tuple[str, tuple[int, ...]]]) -> tuple[int, int]:
     """Weights of the output matrix (the token embedding when it is tied) and of the blocks' matrices,
     from a model's tensor names and shapes: per token, a decode multiplies by each once (the
-    embedding lookup is not a product; attention's own products, small at these lengths, are left out)."""
+    embedding lookup is not a product). Left out: attention's own products, which grow with the
+    context, and that llama.cpp runs the last block's feed-forward on the asked rows only."""
     mats = {name: math.prod(shape) for name, shape in shapes if len(shape) >= 2}
     head = mats.get("output.weight", mats["token_embd.weight"])
     return head, sum(n for name, n in mats.items() if name not in ("output.weight", "token_embd.weight"))
@@ -215,8 +216,9 @@ def published_ceilings() -> dict[str, float]:
     return out
 
 
-# Row 1h's ceiling at other shapes: the catalog's two models and, up to 7B, the sizes chapter's synthetic
-# files (speed only: no logit is read, so random weights serve as well as real ones), all Q4_K_M.
+# Row 1h's ceiling at other shapes, all synthetic Q4_K_M files (speed only: no logit is read, so random
+# weights serve as well as real ones): the catalog's two models' twins, then Qwen2.5-0.5B and the sizes
+# chapter's 1B and 7B.
 LOGITS_SHAPES = ("synth:smollm2-135m:Q4_K_M", "synth:gemma-3-270m:Q4_K_M", "synth:qwen2.5-0.5b:Q4_K_M",
                  "synth:llama-3.2-1b:Q4_K_M", "synth:qwen2.5-7b:Q4_K_M")  # fmt: skip
 
