@@ -170,8 +170,8 @@ def evaluator_speed(ref, variants, prompts, threads: int, build, rounds: int = 3
           f"decodes alone {decoded_ours / np.median(decode_s):.0f} / last rows only "
           f"{decoded_ours / np.median(last_s):.0f} tok/s; the output matrix is {head / (head + body):.1%} of a "
           f"token's weight multiply-adds ({head / 1e6:.1f} M of {(head + body) / 1e6:.1f} M), so by arithmetic "
-          f"{body / (head + body):.3f}", "(printed: the output layer's cost)", output_matrix_weights=head,
-          block_weights=body, arithmetic_ceiling=round(body / (head + body), 3),
+          f"{arithmetic_ceiling(head, body):.3f}", "(printed: the output layer's cost)", output_matrix_weights=head,
+          block_weights=body, arithmetic_ceiling=round(arithmetic_ceiling(head, body), 3),
           published_arithmetic_ceilings=ceilings)  # fmt: skip
     print("   the same arithmetic for the published architectures (data/reference/open_model_architectures.csv): "
           + ", ".join(f"{name} {c:.3f}" for name, c in ceilings.items()), flush=True)  # fmt: skip
@@ -200,6 +200,12 @@ def output_layer_share(shapes: Sequence[tuple[str, tuple[int, ...]]]) -> tuple[i
     return head, sum(n for name, n in mats.items() if name not in ("output.weight", "token_embd.weight"))
 
 
+def arithmetic_ceiling(head: int, body: int) -> float:
+    """The share of a token's weight multiply-adds left when the output layer (``head`` weights)
+    runs at every position: a decode-everything evaluator's speed against pp512, by arithmetic."""
+    return body / (head + body)
+
+
 def file_output_layer_share(path: Path) -> tuple[int, int]:
     """:func:`output_layer_share` of a GGUF file, from its tensor table."""
     return output_layer_share([(t.name, t.shape) for t in gguf_file.read(path).tensors])
@@ -212,7 +218,7 @@ def published_ceilings() -> dict[str, float]:
     out = {}
     for hp in load_published():
         head, body = output_layer_share(tensors(hp))
-        out[hp.model] = round(body / (head + body), 3)
+        out[hp.model] = round(arithmetic_ceiling(head, body), 3)
     return out
 
 
@@ -294,11 +300,11 @@ def logits_cost(threads: int, build, rounds: int = 3) -> None:
         head, body = file_output_layer_share(m.path)
         ratio(f"7. every position's logits vs the last row only, {m.spec}", float(np.median(last / every)), 1.0,
               f"512 tokens in {np.median(every):.2f} s / {np.median(last):.2f} s; by arithmetic "
-              f"{body / (head + body):.3f} (output matrix {head / 1e6:.1f} M of {(head + body) / 1e6:.1f} M); "
+              f"{arithmetic_ceiling(head, body):.3f} (output matrix {head / 1e6:.1f} M of {(head + body) / 1e6:.1f} M); "
               f"last row only at {np.median(512 / last / pp):.2f}x llama-bench pp512 ({np.median(pp):.1f} tok/s)",
               "(printed: at or above 0.9 only where the output layer is a tenth of the products or less)",
               every_row_seconds=[round(x, 3) for x in every], last_row_seconds=[round(x, 3) for x in last],
-              pp512_tps=[round(x, 2) for x in pp], arithmetic_ceiling=round(body / (head + body), 3),
+              pp512_tps=[round(x, 2) for x in pp], arithmetic_ceiling=round(arithmetic_ceiling(head, body), 3),
               output_matrix_weights=head, block_weights=body)  # fmt: skip
 
 
